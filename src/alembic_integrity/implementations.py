@@ -1,0 +1,60 @@
+"""How the ``ensure_*`` operations run, online and offline (``--sql``)."""
+
+from __future__ import annotations
+
+import logging
+
+from alembic.operations import Operations
+from alembic.runtime.migration import MigrationContext
+
+from .errors import ConfigurationError
+from .executor import Hook, Outcome, emit_offline, run_online
+from .operations import (
+    EnsureCheckConstraintOp,
+    EnsureConstraintDroppedOp,
+    EnsureForeignKeyOp,
+    EnsureNotNullOp,
+    EnsureNullableOp,
+    EnsureOp,
+)
+from .settings import resolve
+
+log = logging.getLogger("alembic_integrity")
+
+
+def perform(operations: Operations, op: EnsureOp, before_validate: Hook | None = None) -> Outcome:
+    ctx = operations.get_context()
+    settings = resolve(ctx.config, **op.settings)
+    if ctx.as_sql:
+        plan = op.plan(None)
+        with ctx.autocommit_block():
+            emit_offline(operations.execute, plan, settings)
+        return Outcome(op.op_name, plan.action, plan.detail)
+    plan = op.plan(operations.get_bind())
+    outcome = Outcome(op.op_name, plan.action, plan.detail)
+    log.info("%s: %s (%s)", op.label, "nothing to do" if plan.noop else plan.action, plan.detail)
+    if plan.noop:
+        return outcome
+    _require_owned_transaction(ctx)
+    with ctx.autocommit_block():
+        run_online(ctx.connection, plan, settings, outcome, before_validate)
+    return outcome
+
+
+def _require_owned_transaction(ctx: MigrationContext) -> None:
+    """autocommit_block can only commit a transaction that Alembic itself began."""
+    if getattr(ctx, "_in_external_transaction", False) or (
+        ctx.connection is not None
+        and ctx.connection.in_transaction()
+        and getattr(ctx, "_transaction", None) is None
+    ):
+        raise ConfigurationError(
+            "alembic_integrity operations commit between their steps, but the migration "
+            "runs inside a transaction that env.py opened itself (connection.begin()); use "
+            "'with context.begin_transaction():' in env.py as Alembic's template does"
+        )
+
+
+for _op_class in (EnsureCheckConstraintOp, EnsureNotNullOp, EnsureForeignKeyOp,
+                  EnsureConstraintDroppedOp, EnsureNullableOp):
+    Operations.implementation_for(_op_class)(perform)

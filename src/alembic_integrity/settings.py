@@ -1,0 +1,89 @@
+"""How long DDL may wait for locks, how often it retries, how long VALIDATE may run.
+
+Resolution order: keyword arguments of the operation, then the
+``[alembic_integrity]`` section of ``alembic.ini``, then the defaults below.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, fields, replace
+from typing import Any
+
+from .errors import ConfigurationError
+
+SECTION = "alembic_integrity"
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|min)?\s*$")
+_UNIT_MS = {"ms": 1.0, "s": 1000.0, "min": 60000.0, None: 1.0}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Lock and retry budget of the toolkit's DDL.
+
+    Durations are milliseconds. ``retries`` counts the attempts after the
+    first one; the wait before retry *k* is ``backoff_ms * 2**k`` capped at
+    ``backoff_max_ms``, with +-25 % jitter so that two deploys do not retry in
+    step. ``validate_statement_timeout_ms`` 0 means VALIDATE may scan as long
+    as it needs (it holds only SHARE UPDATE EXCLUSIVE, which writers ignore).
+    """
+
+    lock_timeout_ms: int = 500
+    retries: int = 10
+    backoff_ms: int = 200
+    backoff_max_ms: int = 5000
+    validate_statement_timeout_ms: int = 0
+
+    def delay_s(self, attempt: int) -> float:
+        base = min(self.backoff_ms * (2**attempt), self.backoff_max_ms)
+        return base * random.uniform(0.75, 1.25) / 1000.0
+
+    def merged(self, overrides: Mapping[str, Any]) -> Settings:
+        known = {f.name: f.name for f in fields(self)}
+        aliases = {name.removesuffix("_ms"): name for name in known}
+        values: dict[str, int] = {}
+        for key, raw in overrides.items():
+            if raw is None:
+                continue
+            target = known.get(key) or aliases.get(key)
+            if target is None:
+                raise ConfigurationError(
+                    f"unknown alembic_integrity setting {key!r}; known: "
+                    + ", ".join(sorted(aliases))
+                )
+            values[target] = _parse_value(target, raw)
+        return replace(self, **values)
+
+
+def _parse_value(name: str, raw: Any) -> int:
+    if isinstance(raw, bool):
+        raise ConfigurationError(f"setting {name} must be a number, not {raw!r}")
+    if isinstance(raw, int | float):
+        value = float(raw)
+    else:
+        match = _DURATION.match(str(raw))
+        if not match:
+            raise ConfigurationError(
+                f"setting {name}={raw!r} is not a number or duration such as 500ms or 2s"
+            )
+        unit = match.group(2)
+        if name == "retries" and unit:
+            raise ConfigurationError(f"setting retries={raw!r} must be a plain count")
+        value = float(match.group(1)) * _UNIT_MS[unit]
+    if value < 0:
+        raise ConfigurationError(f"setting {name}={raw!r} must not be negative")
+    return int(value)
+
+
+def from_ini(config: Any | None) -> dict[str, str]:
+    """The ``[alembic_integrity]`` section of an Alembic ``Config``, if it has one."""
+    if config is None:
+        return {}
+    section = config.get_section(SECTION) or {}
+    return dict(section)
+
+
+def resolve(config: Any | None = None, **overrides: Any) -> Settings:
+    return Settings().merged(from_ini(config)).merged(overrides)
