@@ -26,7 +26,7 @@ class CheckRule:
     name: str
     table: TableName
     condition: str
-    info: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+    policies: tuple[Any, ...] = field(default=(), compare=False)
 
     kind = "check"
 
@@ -50,7 +50,7 @@ class CheckRule:
 class NotNullRule:
     table: TableName
     column: str
-    info: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+    policies: tuple[Any, ...] = field(default=(), compare=False)
 
     kind = "not_null"
 
@@ -86,7 +86,7 @@ class ForeignKeyRule:
     referent_columns: tuple[str, ...]
     ondelete: str | None = None
     onupdate: str | None = None
-    info: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+    policies: tuple[Any, ...] = field(default=(), compare=False)
 
     kind = "foreign_key"
 
@@ -131,7 +131,26 @@ class ForeignKeyRule:
         return FK_ACTIONS[(self.onupdate or "NO ACTION").upper()]
 
 
-Rule = CheckRule | NotNullRule | ForeignKeyRule
+@dataclass(frozen=True)
+class ExpectRule:
+    """An audit-only rule: checked and repaired, never a constraint in the database."""
+
+    name: str
+    table: TableName
+    condition: str
+    policies: tuple[Any, ...] = field(default=(), compare=False)
+
+    kind = "expectation"
+
+    def violation_sql(self, alias: str = "t") -> str:
+        return f"NOT ({self.condition})"
+
+    @property
+    def label(self) -> str:
+        return self.name
+
+
+Rule = CheckRule | NotNullRule | ForeignKeyRule | ExpectRule
 
 
 def drop_constraint_sql(table: TableName, name: str) -> str:
