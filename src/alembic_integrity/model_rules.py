@@ -152,6 +152,8 @@ def metadata_from_alembic(config_path: str = "alembic.ini") -> MetaData:
 
     config = Config(config_path, stdout=io.StringIO())
     config.output_buffer = io.StringIO()
+    if not config.get_main_option("sqlalchemy.url"):
+        config.set_main_option("sqlalchemy.url", "postgresql+psycopg://")  # offline: dialect only
     script = ScriptDirectory.from_config(config)
     seen: dict[str, Any] = {}
 
