@@ -82,7 +82,8 @@ def from_ini(config: Any | None) -> dict[str, str]:
     if config is None:
         return {}
     section = config.get_section(SECTION) or {}
-    return dict(section)
+    inherited = set(config.file_config.defaults())  # e.g. %(here)s, present in every section
+    return {key: value for key, value in section.items() if key not in inherited}
 
 
 def resolve(config: Any | None = None, **overrides: Any) -> Settings:
