@@ -11,6 +11,7 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Engine, create_engine, event
 
 import alembic_integrity  # noqa: F401  (registers the operations)
+from alembic_integrity import raw
 
 
 @pytest.fixture
@@ -55,7 +56,7 @@ def statement_log(engine: Engine) -> Iterator[StatementLog]:
 
 def sql(engine: Engine, statement: str) -> list[tuple]:
     with engine.begin() as conn:
-        result = conn.exec_driver_sql(statement)
+        result = raw.execute(conn, statement)
         return [tuple(r) for r in result] if result.returns_rows else []
 
 

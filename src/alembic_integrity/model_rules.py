@@ -115,8 +115,10 @@ def constraint_name(constraint: Any) -> str | None:
 
 
 def _condition(constraint: CheckConstraint) -> str:
-    return str(constraint.sqltext.compile(dialect=_DIALECT,
-                                          compile_kwargs={"literal_binds": True}))
+    """The predicate as CREATE TABLE renders it: columns unqualified, literals inline."""
+    compiler = _DIALECT.ddl_compiler(_DIALECT, None).sql_compiler
+    text = str(compiler.process(constraint.sqltext, include_table=False, literal_binds=True))
+    return text.replace("%%", "%")  # the pyformat escape; raw.execute adds it back when sent
 
 
 def _policies(info: dict[str, Any]) -> tuple[Any, ...]:
