@@ -6,10 +6,10 @@ import threading
 import time
 
 import pytest
-from conftest import constraint_row, run_ops, sql
 from sqlalchemy import Engine
 
 from alembic_integrity.errors import LockRetriesExhausted, ValidationFailed
+from conftest import constraint_row, run_ops, sql
 
 FAST = {"lock_timeout": "100ms", "backoff": "50ms", "backoff_max": "200ms"}
 

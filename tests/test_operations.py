@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import pytest
-from conftest import StatementLog, constraint_row, run_ops, sql
 from sqlalchemy import Engine
 
 from alembic_integrity.errors import ConfigurationError, PredicateError
+from conftest import StatementLog, constraint_row, run_ops, sql
 
 TABLE = '"Sales"."Order"'
 
@@ -39,7 +39,7 @@ def fk(op, ondelete: str | None = None):
 def test_check_absent_is_added_and_valid(sales: Engine) -> None:
     outcome = run_ops(sales, check)
     assert outcome.action == "add"
-    oid, valid, definition = constraint_row(sales, TABLE, "ck_order_qty")
+    _, valid, definition = constraint_row(sales, TABLE, "ck_order_qty")
     assert valid and definition == "CHECK ((qty > 0))"
 
 
@@ -60,7 +60,7 @@ def test_check_not_valid_is_only_validated(sales: Engine, statement_log: Stateme
     statement_log.statements.clear()
     outcome = run_ops(sales, check)
     assert outcome.action == "validate"
-    assert [s for s in statement_log.ddl()] == [f"ALTER TABLE {TABLE} VALIDATE CONSTRAINT ck_order_qty"]
+    assert statement_log.ddl() == [f"ALTER TABLE {TABLE} VALIDATE CONSTRAINT ck_order_qty"]
     oid, valid, _ = constraint_row(sales, TABLE, "ck_order_qty")
     assert valid and oid == oid_before
 
@@ -81,13 +81,13 @@ def test_check_with_percent_colon_and_quotes(sales: Engine) -> None:
 
 
 def test_check_predicate_that_does_not_parse(sales: Engine) -> None:
-    with pytest.raises(PredicateError, match="ck_order_qty.*rejects the predicate"):
+    with pytest.raises(PredicateError, match=r"ck_order_qty.*rejects the predicate"):
         run_ops(sales, lambda op: check(op, "qty >>> 0"))
     assert constraint_row(sales, TABLE, "ck_order_qty") is None
 
 
 def test_missing_table_is_one_clear_error(engine: Engine) -> None:
-    with pytest.raises(Exception, match="table Sales.Nope does not exist"):
+    with pytest.raises(Exception, match=r"table Sales\.Nope does not exist"):
         run_ops(engine, lambda op: op.ensure_check_constraint("ck", "Nope", "1 = 1", "Sales"))
 
 
@@ -136,18 +136,20 @@ def test_not_null_states(sales: Engine, statement_log: StatementLog) -> None:
     outcome = run_ops(sales, lambda op: op.ensure_not_null("Order", "select", schema="Sales"))
     assert outcome.action == "set-not-null"
     assert not_null_of(sales, "select")
-    leftovers = sql(sales, f"SELECT conname FROM pg_constraint WHERE conrelid = '{TABLE}'::regclass "
-                           "AND contype = 'c'")
+    leftovers = sql(sales, "SELECT conname FROM pg_constraint "
+                           f"WHERE conrelid = '{TABLE}'::regclass AND contype = 'c'")
     assert leftovers == []
 
     statement_log.statements.clear()
     again = run_ops(sales, lambda op: op.ensure_not_null("Order", "select", schema="Sales"))
     assert again.action == "none" and statement_log.ddl() == []
 
-    assert run_ops(sales, lambda op: op.ensure_nullable("Order", "select", "Sales")).action \
-        == "drop-not-null"
+    def nullable(op):
+        return op.ensure_nullable("Order", "select", "Sales")
+
+    assert run_ops(sales, nullable).action == "drop-not-null"
     assert not not_null_of(sales, "select")
-    assert run_ops(sales, lambda op: op.ensure_nullable("Order", "select", "Sales")).action == "none"
+    assert run_ops(sales, nullable).action == "none"
 
 
 def test_not_null_resumes_from_a_not_valid_helper(sales: Engine) -> None:

@@ -23,7 +23,8 @@ def test_defaults() -> None:
 
 
 def test_ini_then_keyword(tmp_path: Path) -> None:
-    config = config_with(tmp_path, "lock_timeout = 2s\nretries = 3\nvalidate_statement_timeout = 1min")
+    body = "lock_timeout = 2s\nretries = 3\nvalidate_statement_timeout = 1min"
+    config = config_with(tmp_path, body)
     from_ini = resolve(config)
     assert (from_ini.lock_timeout_ms, from_ini.retries) == (2000, 3)
     assert from_ini.validate_statement_timeout_ms == 60000
