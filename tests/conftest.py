@@ -41,7 +41,9 @@ class StatementLog:
         self.statements.append(statement)
 
     def ddl(self) -> list[str]:
-        return [s for s in self.statements if s.lstrip().upper().startswith("ALTER")]
+        """ALTERs of real tables (the scratch temp table used to normalise CHECKs excluded)."""
+        return [s for s in self.statements
+                if s.lstrip().upper().startswith("ALTER") and "pg_temp." not in s]
 
     def close(self) -> None:
         event.remove(self.engine, "before_cursor_execute", self._record)

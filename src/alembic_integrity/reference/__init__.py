@@ -1,0 +1,1 @@
+"""The reference schema reproducing the four scenarios: models and a data generator."""
