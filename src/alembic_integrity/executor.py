@@ -46,10 +46,10 @@ class Outcome:
 
 
 def step_preamble(step: Step, settings: Settings) -> list[str]:
-    lines = [f"SET LOCAL lock_timeout = '{settings.lock_timeout_ms}ms'"]
-    if step.kind == "validate":
-        lines.append(f"SET LOCAL statement_timeout = '{settings.validate_statement_timeout_ms}ms'")
-    return lines
+    timeout = (settings.validate_statement_timeout_ms if step.kind == "validate"
+               else settings.ddl_statement_timeout_ms)
+    return [f"SET LOCAL lock_timeout = '{settings.lock_timeout_ms}ms'",
+            f"SET LOCAL statement_timeout = '{timeout}ms'"]
 
 
 def emit_offline(execute: Callable[[str], None], plan: Plan, settings: Settings) -> None:
@@ -115,5 +115,11 @@ def _translate(conn: Connection, err: DBAPIError, code: str | None, step: Step,
             f"{step.purpose}: VALIDATE exceeded validate_statement_timeout="
             f"{settings.validate_statement_timeout_ms}ms; the constraint stays NOT VALID. "
             "Raise the timeout (0 = none) and run the upgrade again"
+        )
+    if code == QUERY_CANCELED:
+        return IntegrityError(
+            f"{step.purpose}: exceeded ddl_statement_timeout={settings.ddl_statement_timeout_ms}ms "
+            "and was rolled back; this step should be instant, so check what it waited for "
+            "(pg_stat_activity) before raising the timeout"
         )
     return err

@@ -28,6 +28,9 @@ class Settings:
     ``backoff_max_ms``, with +-25 % jitter so that two deploys do not retry in
     step. ``validate_statement_timeout_ms`` 0 means VALIDATE may scan as long
     as it needs (it holds only SHARE UPDATE EXCLUSIVE, which writers ignore).
+    ``ddl_statement_timeout_ms`` bounds each short DDL step (lock wait included):
+    those steps never scan, so hitting it means something would have held a
+    strong lock for long, and stopping is the safe answer.
     """
 
     lock_timeout_ms: int = 500
@@ -35,6 +38,7 @@ class Settings:
     backoff_ms: int = 200
     backoff_max_ms: int = 5000
     validate_statement_timeout_ms: int = 0
+    ddl_statement_timeout_ms: int = 5000
 
     def delay_s(self, attempt: int) -> float:
         base = min(self.backoff_ms * (2**attempt), self.backoff_max_ms)
