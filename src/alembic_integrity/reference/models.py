@@ -5,8 +5,9 @@ rules); ``0002``-``0005`` add the rules with the toolkit's ``ensure_*``
 operations, using exactly the constraint names that the naming convention
 below produces, so autogenerate sees no difference at ``head``.
 
-Columns and constraints may later carry ``info={...}`` (repair policies); no
-declaration here depends on ``info`` being empty.
+Next to each rule, ``info=on_violation(...)`` declares what the repair does
+with rows that break it, as the scenarios call for. Rows no policy takes are
+left for a person, and ``alembic-integrity repair`` reports them.
 """
 
 from __future__ import annotations
@@ -34,6 +35,19 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, MappedColumn, mapped_column
 
+from ..policies import (
+    Delete,
+    Expectation,
+    Invalidate,
+    Manual,
+    Quarantine,
+    Relink,
+    SetValue,
+    Sql,
+    expect,
+    on_violation,
+)
+
 GATEWAY_SCHEMA = "gateway"
 
 NAMING_CONVENTION: dict[str, str] = {
@@ -45,6 +59,73 @@ NAMING_CONVENTION: dict[str, str] = {
 }
 
 NOW = text("now()")
+
+# --- Repair policies the scenarios call for ----------------------------------
+
+# Scenario 1: a failed IMAGE invocation may go only if another invocation of
+# the same run consumed the same input and produced an output (it was
+# retried). Delete refuses rows a later invocation uses as its input (the
+# declared foreign key on input_invocation_id), so those stay for a person.
+RETRIED = (
+    "EXISTS (SELECT 1 FROM invocation r WHERE r.run_id = t.run_id AND r.id <> t.id "
+    "AND r.type = t.type AND r.input_invocation_id IS NOT DISTINCT FROM t.input_invocation_id "
+    "AND r.output_image IS NOT NULL)"
+)
+FAILED_OUTPUT = on_violation(
+    Delete(where=RETRIED),
+    Manual("not retried, or used as input by a later invocation: a person decides"),
+)
+# An unknown start time is taken from the row's own completion, else left.
+STARTED_FROM_COMPLETED = on_violation(
+    SetValue(expression="completed_at", where="completed_at IS NOT NULL"),
+    Manual("no start or completion time recorded"),
+)
+OOM_DIAGRAMS = (
+    "run_id IN (SELECT r.id FROM run r JOIN experiment e ON e.id = r.experiment_id "
+    "WHERE e.name = 'oom-exempt')"
+)
+DIAGRAM_DATA = on_violation(
+    SetValue(column="failure_reason", value="ripser ran out of memory", where=OOM_DIAGRAMS),
+    Delete(),  # any other missing diagram is derived data, recomputed by the next run
+)
+
+# Scenario 2: interactions are never deleted; a bad one is invalidated.
+FLAG_DEFAULT = on_violation(SetValue(expression="DEFAULT"))
+UNKNOWN_STATUS = on_violation(Invalidate(values={
+    "invalidated": True, "invalidation_reason": Sql("'unknown status: ' || t.status"),
+}))
+MISSING_REASON = on_violation(
+    SetValue(column="invalidation_reason", value="invalidated before reasons were recorded"),
+)
+# A staging row that names no (existing) interaction cannot be traced; it is
+# moved aside, kept whole in postings_staging_quarantine.
+UNTRACEABLE_STAGING = on_violation(Quarantine())
+
+# Scenario 3: re-link an orphan outcome to its inference only through a
+# one-to-one match (Relink refuses anything else).
+MATCHING_INFERENCE = (
+    "SELECT i.id FROM gateway.inferences i WHERE i.agent_id = t.agent_id "
+    "AND i.model_id = t.model_id AND i.cost = t.cost "
+    "AND i.created_at BETWEEN t.created_at - interval '3 seconds' "
+    "AND t.created_at + interval '3 seconds'"
+)
+ORPHAN_OUTCOME = on_violation(
+    Relink(column="inference_id", match=MATCHING_INFERENCE,
+           where="decision_rule = 'cheapest_clearing_floor'"),
+)
+STUCK_IN_ROUTED = Expectation(
+    "inferences_not_stuck_in_routed",
+    "status <> 'routed' OR created_at > now() - interval '1 hour'",
+    (Invalidate(values={
+        "status": "failed",
+        "error_message": "stuck in routed for over an hour; marked failed by repair",
+        "completed_at": Sql("now()"),
+    }),),
+)
+
+# Scenario 4.
+NEGATIVE_COUNT = on_violation(SetValue(column="count", value=0))
+MISSING_FAILURE_REASON = on_violation(SetValue(value="unknown: not recorded by the job"))
 
 
 class Base(DeclarativeBase):
@@ -86,12 +167,13 @@ class Run(Base):
 
     id: Mapped[int] = pk()
     experiment_id: Mapped[int] = mapped_column(
-        BigInteger, ForeignKey("experiment.id"), nullable=False, index=True
+        BigInteger, ForeignKey("experiment.id"), nullable=False, index=True,
+        info=on_violation(Manual("a run must belong to an experiment; a person assigns it")),
     )
     network: Mapped[list[str]] = mapped_column(ARRAY(Text), nullable=False)
     seed: Mapped[int] = mapped_column(BigInteger, nullable=False)
     max_length: Mapped[int] = mapped_column(BigInteger, nullable=False)
-    started_at: Mapped[datetime] = tstz()
+    started_at: Mapped[datetime] = tstz(info=STARTED_FROM_COMPLETED)
     completed_at: Mapped[datetime | None] = tstz(nullable=True)
 
 
@@ -100,7 +182,8 @@ class Invocation(Base):
 
     __tablename__ = "invocation"
     __table_args__ = (
-        CheckConstraint("type <> 'IMAGE' OR output_image IS NOT NULL", name="image_output"),
+        CheckConstraint("type <> 'IMAGE' OR output_image IS NOT NULL", name="image_output",
+                        info=FAILED_OUTPUT),
         CheckConstraint("type <> 'TEXT' OR output_text IS NOT NULL", name="text_output"),
     )
 
@@ -115,7 +198,7 @@ class Invocation(Base):
     input_invocation_id: Mapped[int | None] = mapped_column(
         BigInteger, ForeignKey("invocation.id"), nullable=True, index=True
     )
-    started_at: Mapped[datetime] = tstz()
+    started_at: Mapped[datetime] = tstz(info=STARTED_FROM_COMPLETED)
     completed_at: Mapped[datetime | None] = tstz(nullable=True)
     output_text: Mapped[str | None] = mapped_column(Text)
     output_image: Mapped[bytes | None] = mapped_column(LargeBinary)
@@ -131,9 +214,12 @@ class Embedding(Base):
         BigInteger, ForeignKey("invocation.id"), nullable=False, index=True
     )
     embedding_model: Mapped[str] = mapped_column(Text, nullable=False)
-    started_at: Mapped[datetime] = tstz()
+    started_at: Mapped[datetime] = tstz(info=STARTED_FROM_COMPLETED)
     completed_at: Mapped[datetime | None] = tstz(nullable=True)
-    vector: Mapped[list[float]] = mapped_column(ARRAY(Double), nullable=False)
+    vector: Mapped[list[float]] = mapped_column(
+        ARRAY(Double), nullable=False,
+        info=on_violation(Delete()),  # derived data: recomputed from the invocation
+    )
 
 
 class PersistenceDiagram(Base):
@@ -142,7 +228,8 @@ class PersistenceDiagram(Base):
     __tablename__ = "persistence_diagram"
     __table_args__ = (
         CheckConstraint(
-            "diagram_data IS NOT NULL OR failure_reason IS NOT NULL", name="data_present"
+            "diagram_data IS NOT NULL OR failure_reason IS NOT NULL", name="data_present",
+            info=DIAGRAM_DATA,
         ),
     )
 
@@ -150,7 +237,7 @@ class PersistenceDiagram(Base):
     run_id: Mapped[int] = mapped_column(
         BigInteger, ForeignKey("run.id"), nullable=False, index=True
     )
-    started_at: Mapped[datetime] = tstz()
+    started_at: Mapped[datetime] = tstz(info=STARTED_FROM_COMPLETED)
     completed_at: Mapped[datetime | None] = tstz(nullable=True)
     diagram_data: Mapped[Any | None] = mapped_column(JSONB)
     failure_reason: Mapped[str | None] = mapped_column(Text)
@@ -176,11 +263,12 @@ class Interaction(Base):
     __tablename__ = "interactions"
     __table_args__ = (
         CheckConstraint(
-            "NOT invalidated OR invalidation_reason IS NOT NULL", name="invalidation_reason"
+            "NOT invalidated OR invalidation_reason IS NOT NULL", name="invalidation_reason",
+            info=MISSING_REASON,
         ),
         CheckConstraint(
             "invalidated OR status IN ('pending', 'running', 'completed', 'failed')",
-            name="status_known",
+            name="status_known", info=UNKNOWN_STATUS,
         ),
     )
 
@@ -192,10 +280,10 @@ class Interaction(Base):
     status: Mapped[str] = mapped_column(Text, nullable=False)
     execution_order: Mapped[int] = mapped_column(BigInteger, nullable=False)
     enabled: Mapped[bool] = mapped_column(
-        Boolean, nullable=False, server_default=text("true")
+        Boolean, nullable=False, server_default=text("true"), info=FLAG_DEFAULT
     )
     invalidated: Mapped[bool] = mapped_column(
-        Boolean, nullable=False, server_default=text("false")
+        Boolean, nullable=False, server_default=text("false"), info=FLAG_DEFAULT
     )
     invalidation_reason: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = tstz(server_default=NOW)
@@ -208,7 +296,8 @@ class PostingStaging(Base):
 
     id: Mapped[int] = pk()
     interaction_id: Mapped[int] = mapped_column(
-        BigInteger, ForeignKey("interactions.id"), nullable=False, index=True
+        BigInteger, ForeignKey("interactions.id", info=UNTRACEABLE_STAGING), nullable=False,
+        index=True, info=UNTRACEABLE_STAGING,
     )
     promoted_to_posting_id: Mapped[int | None] = mapped_column(
         BigInteger, ForeignKey("postings.id"), index=True
@@ -227,7 +316,7 @@ class Inference(Base):
     __table_args__ = (
         CheckConstraint("status IN ('routed', 'succeeded', 'failed')", name="status_known"),
         Index(None, "agent_id", "model_id", "created_at"),
-        {"schema": GATEWAY_SCHEMA},
+        {"schema": GATEWAY_SCHEMA, "info": expect(STUCK_IN_ROUTED)},
     )
 
     id: Mapped[int] = pk()
@@ -248,7 +337,7 @@ class RoutingOutcome(Base):
         CheckConstraint(
             "outcome_status IS NULL OR decision_rule <> 'cheapest_clearing_floor' "
             "OR inference_id IS NOT NULL",
-            name="inference_linked",
+            name="inference_linked", info=ORPHAN_OUTCOME,
         ),
         {"schema": GATEWAY_SCHEMA},
     )
@@ -313,7 +402,9 @@ class FailureCount(Base):
     """How often a record failed, by kind; drives "last retry" in the report."""
 
     __tablename__ = "failure_counts"
-    __table_args__ = (CheckConstraint("count >= 0", name="count_nonnegative"),)
+    __table_args__ = (
+        CheckConstraint("count >= 0", name="count_nonnegative", info=NEGATIVE_COUNT),
+    )
 
     id: Mapped[int] = pk()
     record_key: Mapped[str] = mapped_column(Text, nullable=False, unique=True)
@@ -331,7 +422,7 @@ class FailureLog(Base):
     record_key: Mapped[str] = mapped_column(Text, nullable=False)
     batch_id: Mapped[int | None] = mapped_column(BigInteger)
     kind: Mapped[str] = mapped_column(Text, nullable=False)
-    reason: Mapped[str] = mapped_column(Text, nullable=False)
+    reason: Mapped[str] = mapped_column(Text, nullable=False, info=MISSING_FAILURE_REASON)
     logged_at: Mapped[datetime] = tstz(server_default=NOW)
 
 
