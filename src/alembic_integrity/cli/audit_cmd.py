@@ -1,0 +1,121 @@
+"""``alembic-integrity audit``: every declared rule, its state, and the rows that break it.
+
+Exit codes: 0 no violations, 1 violations, 2 a problem (a rule that could not
+be audited) or an error. Read-only: counting runs in a READ ONLY transaction.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TextIO
+
+import click
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from .. import report as render
+from ..audit import AuditReport, audit
+from ..audit import Progress as ProgressCallback
+from ..errors import ConfigurationError
+from ..settings import _parse_value
+from . import cli
+from ._common import declared_rules, engine_for, metadata_options, url_option
+
+_FILE_WIDTH = 160  # a table written to a file is not squeezed to 80 columns
+
+
+class Duration(click.ParamType):
+    """``30s``, ``500ms``, ``2min`` or a number of milliseconds (the settings' grammar)."""
+
+    name = "duration"
+
+    def convert(self, value: object, param: click.Parameter | None,
+                ctx: click.Context | None) -> int:
+        if isinstance(value, int):
+            return value
+        try:
+            return _parse_value("statement_timeout_ms", value)
+        except ConfigurationError:
+            self.fail(f"{value!r} is not a duration; use e.g. 30s, 500ms, 2min or 1500 (ms)",
+                      param, ctx)
+
+
+@cli.command("audit")
+@url_option
+@metadata_options
+@click.option("--sample", type=click.IntRange(min=0), default=5, show_default=True,
+              help="Primary keys of violating rows to show per rule.")
+@click.option("--statement-timeout", "timeout_ms", type=Duration(), default=None,
+              help="Stop any one counting query after this long (30s, 500ms, 2min, or ms); "
+                   "that rule becomes a problem.")
+@click.option("--format", "fmt", type=click.Choice(render.AUDIT_FORMATS), default="table",
+              show_default=True, help="table for a terminal, json for programs, markdown for CI.")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write the report to FILE instead of stdout.")
+def audit_command(url: str | None, metadata_spec: str | None, config_path: str, sample: int,
+                  timeout_ms: int | None, fmt: str, output: Path | None) -> None:
+    """Report each declared rule's state and the rows that break it now (changes nothing).
+
+    Exit code 0: no violations; 1: violations; 2: a rule could not be audited, or an error.
+    """
+    _check_output(output)
+    engine = engine_for(url)
+    try:
+        declared = declared_rules(metadata_spec, config_path)
+        with _progress() as progress:
+            result = audit(engine, declared, sample=sample, statement_timeout_ms=timeout_ms,
+                           progress=progress)
+    finally:
+        engine.dispose()
+    _emit(result, fmt, output)
+    sys.exit(result.exit_code)
+
+
+@contextmanager
+def _progress() -> Iterator[ProgressCallback | None]:
+    """A progress bar per table on stderr, only when a person is watching it."""
+    if not sys.stderr.isatty():
+        yield None
+        return
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+               TimeElapsedColumn())
+    with Progress(*columns, console=Console(stderr=True), transient=True) as bar:
+        task = bar.add_task("auditing", total=None)
+
+        def update(table: str, done: int, total: int) -> None:
+            bar.update(task, description=f"counting {table}", completed=done, total=total)
+
+        yield update
+
+
+def _check_output(output: Path | None) -> None:
+    """Fail before a long audit, not after it, when the report cannot be written."""
+    if output is not None and not output.resolve().parent.is_dir():
+        raise click.BadParameter(f"directory {output.parent} does not exist",
+                                 param_hint="'--output'")
+
+
+def _emit(result: AuditReport, fmt: str, output: Path | None) -> None:
+    if output is None:
+        _write(result, fmt, Console(), None)
+        return
+    try:
+        with output.open("w", encoding="utf-8") as handle:
+            console = Console(file=handle, width=_FILE_WIDTH, color_system=None)
+            _write(result, fmt, console, handle)
+    except OSError as err:  # exit 2, never 1: 1 means "violations found"
+        raise ConfigurationError(f"cannot write the report to {output}: "
+                                 f"{err.strerror or err}") from err
+    click.echo(f"{render.audit_summary(result)}; report written to {output}", err=True)
+
+
+def _write(result: AuditReport, fmt: str, console: Console, handle: TextIO | None) -> None:
+    if fmt == "table":
+        console.print(render.audit_table(result))
+    elif fmt == "json":
+        click.echo(render.audit_json(result), nl=False, file=handle)
+    else:
+        click.echo(render.audit_markdown(result), nl=False, file=handle)
