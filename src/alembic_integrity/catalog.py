@@ -23,6 +23,9 @@ _REGCLASS = (
 )
 
 
+UNDEFINED_COLUMN = "42703"
+
+
 @dataclass(frozen=True)
 class ConstraintState:
     oid: int
@@ -149,9 +152,12 @@ def normalized_check(conn: Connection, rule: CheckRule) -> str:
             f"WHERE conrelid = 'pg_temp.{scratch}'::regclass AND conname = 'probe'"
         ).scalar_one()
     except DBAPIError as err:
+        hint = ("; if a pending revision adds that column, this rule can only be checked "
+                "after it (use repair=True on its ensure_* operation), else fix the condition"
+                if sqlstate(err) == UNDEFINED_COLUMN else "; fix the condition text")
         raise PredicateError(
             f"CHECK constraint {rule.name} on {rule.table}: PostgreSQL rejects the predicate "
-            f"{rule.condition!r}: {_first_line(err)}; fix the condition text"
+            f"{rule.condition!r}: {_first_line(err)}{hint}"
         ) from err
     finally:
         savepoint.rollback()

@@ -8,7 +8,7 @@ from alembic.operations import Operations
 from alembic.runtime.migration import MigrationContext
 
 from .errors import ConfigurationError
-from .executor import Hook, Outcome, emit_offline, run_online
+from .executor import Outcome, emit_offline, run_online
 from .operations import (
     EnsureCheckConstraintOp,
     EnsureConstraintDroppedOp,
@@ -17,17 +17,21 @@ from .operations import (
     EnsureNullableOp,
     EnsureOp,
 )
+from .repair_hook import repair_hook
 from .settings import resolve
 
 log = logging.getLogger("alembic_integrity")
 
 
-def perform(operations: Operations, op: EnsureOp, before_validate: Hook | None = None) -> Outcome:
+def perform(operations: Operations, op: EnsureOp) -> Outcome:
     ctx = operations.get_context()
     settings = resolve(ctx.config, **op.settings)
     if ctx.as_sql:
         plan = op.plan(None)
         with ctx.autocommit_block():
+            if op.repair and plan.steps:
+                operations.execute("-- repair=True cannot run offline: run "
+                                   "'alembic-integrity repair --apply' before this script")
             emit_offline(operations.execute, plan, settings)
         return Outcome(op.op_name, plan.action, plan.detail)
     plan = op.plan(operations.get_bind())
@@ -36,8 +40,9 @@ def perform(operations: Operations, op: EnsureOp, before_validate: Hook | None =
     if plan.noop:
         return outcome
     _require_owned_transaction(ctx)
+    hook = repair_hook(ctx, settings) if op.repair else None
     with ctx.autocommit_block():
-        run_online(ctx.connection, plan, settings, outcome, before_validate)
+        run_online(ctx.connection, plan, settings, outcome, hook)
     return outcome
 
 

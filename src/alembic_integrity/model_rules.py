@@ -154,6 +154,7 @@ def metadata_from_alembic(config_path: str = "alembic.ini") -> MetaData:
 
     config = Config(config_path, stdout=io.StringIO())
     config.output_buffer = io.StringIO()
+    config.attributes["configure_logger"] = False  # honoured by env.py files that check it
     if not config.get_main_option("sqlalchemy.url"):
         config.set_main_option("sqlalchemy.url", "postgresql+psycopg://")  # offline: dialect only
     script = ScriptDirectory.from_config(config)

@@ -19,12 +19,20 @@ from .rules import CheckRule, ForeignKeyRule, NotNullRule
 
 
 class EnsureOp(MigrateOperation):
-    """Common shape: a name for logs, settings overrides, and a planner."""
+    """Common shape: a name for logs, settings overrides, and a planner.
+
+    Every ``ensure_*`` accepts ``repair=True``: between ``ADD ... NOT VALID``
+    and ``VALIDATE`` it applies the repair policies that ``target_metadata``
+    declares for the rule, so rows written since the pre-flight do not fail
+    the deploy. The other keyword arguments are settings (``lock_timeout``...).
+    """
 
     op_name = ""
 
     def __init__(self, settings: dict[str, Any] | None = None) -> None:
-        self.settings = settings or {}
+        settings = dict(settings or {})
+        self.repair = bool(settings.pop("repair", False))
+        self.settings = settings
 
     def plan(self, conn: Connection | None) -> planner.Plan:
         raise NotImplementedError

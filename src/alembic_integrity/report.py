@@ -90,15 +90,24 @@ def audit_summary(report: AuditReport) -> str:
             f"{_plural(len(report.problems), 'problem')}")
 
 
-def audit_table(report: AuditReport) -> RenderableType:
-    """The terminal view: one row per rule, then the problems."""
+def needs_attention(finding: Finding) -> bool:
+    """Violating rows, or a rule the database does not (fully) have yet."""
+    return finding.violations > 0 or finding.state not in {"valid", "audit_only"}
+
+
+def audit_table(report: AuditReport, show_all: bool = False) -> RenderableType:
+    """The terminal view: a row per rule needing attention (all with ``show_all``), problems."""
     table = Table(title=f"audit of {escape(report.database)}", title_justify="left")
     for header in ("rule", "table", "kind", "state", "violations", "sample keys"):
         table.add_column(header, justify="right" if header == "violations" else "left",
                          overflow="fold")
-    for finding in report.findings:
+    shown = [f for f in report.findings if show_all or needs_attention(f)]
+    for finding in shown:
         table.add_row(*_audit_cells(finding))
     parts: list[RenderableType] = [table, Text(audit_summary(report))]
+    if len(shown) < len(report.findings):
+        parts.append(Text(f"{len(report.findings) - len(shown)} rule(s) valid with no "
+                          "violating rows are not shown (--all shows them)", style="dim"))
     parts += [Text(f"problem: {line}", style="red") for line in report.problems]
     return Group(*parts)
 

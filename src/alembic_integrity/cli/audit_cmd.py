@@ -55,8 +55,11 @@ class Duration(click.ParamType):
               show_default=True, help="table for a terminal, json for programs, markdown for CI.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
               help="Write the report to FILE instead of stdout.")
+@click.option("--all", "show_all", is_flag=True,
+              help="Table format: also list rules that are valid with no violating rows.")
 def audit_command(url: str | None, metadata_spec: str | None, config_path: str, sample: int,
-                  timeout_ms: int | None, fmt: str, output: Path | None) -> None:
+                  timeout_ms: int | None, fmt: str, output: Path | None,
+                  show_all: bool) -> None:
     """Report each declared rule's state and the rows that break it now (changes nothing).
 
     Exit code 0: no violations; 1: violations; 2: a rule could not be audited, or an error.
@@ -70,7 +73,7 @@ def audit_command(url: str | None, metadata_spec: str | None, config_path: str, 
                            progress=progress)
     finally:
         engine.dispose()
-    _emit(result, fmt, output)
+    _emit(result, fmt, output, show_all)
     sys.exit(result.exit_code)
 
 
@@ -98,23 +101,24 @@ def _check_output(output: Path | None) -> None:
                                  param_hint="'--output'")
 
 
-def _emit(result: AuditReport, fmt: str, output: Path | None) -> None:
+def _emit(result: AuditReport, fmt: str, output: Path | None, show_all: bool) -> None:
     if output is None:
-        _write(result, fmt, Console(), None)
+        _write(result, fmt, Console(), None, show_all)
         return
     try:
         with output.open("w", encoding="utf-8") as handle:
             console = Console(file=handle, width=_FILE_WIDTH, color_system=None)
-            _write(result, fmt, console, handle)
+            _write(result, fmt, console, handle, show_all)
     except OSError as err:  # exit 2, never 1: 1 means "violations found"
         raise ConfigurationError(f"cannot write the report to {output}: "
                                  f"{err.strerror or err}") from err
     click.echo(f"{render.audit_summary(result)}; report written to {output}", err=True)
 
 
-def _write(result: AuditReport, fmt: str, console: Console, handle: TextIO | None) -> None:
+def _write(result: AuditReport, fmt: str, console: Console, handle: TextIO | None,
+           show_all: bool) -> None:
     if fmt == "table":
-        console.print(render.audit_table(result))
+        console.print(render.audit_table(result, show_all))
     elif fmt == "json":
         click.echo(render.audit_json(result), nl=False, file=handle)
     else:
