@@ -59,7 +59,8 @@ def revision_module(revision: str) -> ModuleType:
 # --- Recording op: what a revision asks for, without a database ---------------------
 
 
-def _check_stub(name: str, table: str, condition: str, schema: str | None = None) -> None:
+def _check_stub(name: str, table: str, condition: str, schema: str | None = None,
+                *, repair: bool = False) -> None:
     """The documented parameters of op.ensure_check_constraint."""
 
 

@@ -36,12 +36,15 @@ NOT_NULL: list[tuple[str, str]] = [
 CHECKS: list[tuple[str, str, str]] = [
     ("ck_invocation_image_output", "invocation", "type <> 'IMAGE' OR output_image IS NOT NULL"),
     ("ck_invocation_text_output", "invocation", "type <> 'TEXT' OR output_text IS NOT NULL"),
-    (
-        "ck_persistence_diagram_data_present",
-        "persistence_diagram",
-        "diagram_data IS NOT NULL OR failure_reason IS NOT NULL",
-    ),
 ]
+
+# Its column is added by this revision, so no pre-flight could repair its rows:
+# repair=True applies the model's policies between ADD NOT VALID and VALIDATE.
+DATA_PRESENT = (
+    "ck_persistence_diagram_data_present",
+    "persistence_diagram",
+    "diagram_data IS NOT NULL OR failure_reason IS NOT NULL",
+)
 
 # (name, source table, local column, referent table)
 FOREIGN_KEYS: list[tuple[str, str, str, str]] = [
@@ -81,10 +84,11 @@ def upgrade() -> None:
         op.ensure_foreign_key(name, table, referent, [column], ["id"])
     for name, table, condition in CHECKS:
         op.ensure_check_constraint(name, table, condition)
+    op.ensure_check_constraint(*DATA_PRESENT, repair=True)
 
 
 def downgrade() -> None:
-    for name, table, _condition in reversed(CHECKS):
+    for name, table, _condition in [DATA_PRESENT, *reversed(CHECKS)]:
         op.ensure_constraint_dropped(name, table)
     for name, table, _column, _referent in reversed(FOREIGN_KEYS):
         op.ensure_constraint_dropped(name, table)

@@ -39,14 +39,14 @@ def call(autogen_context: AutogenContext, name: str, args: list[Any],
     return f"{prefix}{name}({', '.join(parts)})"
 
 
-@renderers.dispatch_for(EnsureCheckConstraintOp)
+@renderers.dispatch_for(EnsureCheckConstraintOp, replace=True)
 def render_check(autogen_context: AutogenContext, op: EnsureCheckConstraintOp) -> str:
     rule = op.rule
     return call(autogen_context, op.op_name, [rule.name, rule.table.name, rule.condition],
                 {"schema": rule.table.schema, **op.settings})
 
 
-@renderers.dispatch_for(EnsureForeignKeyOp)
+@renderers.dispatch_for(EnsureForeignKeyOp, replace=True)
 def render_foreign_key(autogen_context: AutogenContext, op: EnsureForeignKeyOp) -> str:
     rule = op.rule
     return call(
@@ -58,20 +58,20 @@ def render_foreign_key(autogen_context: AutogenContext, op: EnsureForeignKeyOp) 
     )
 
 
-@renderers.dispatch_for(EnsureNotNullOp)
+@renderers.dispatch_for(EnsureNotNullOp, replace=True)
 def render_not_null(autogen_context: AutogenContext, op: EnsureNotNullOp) -> str:
     rule = op.rule
     return call(autogen_context, op.op_name, [rule.table.name, rule.column],
                 {"schema": rule.table.schema, **op.settings})
 
 
-@renderers.dispatch_for(EnsureNullableOp)
+@renderers.dispatch_for(EnsureNullableOp, replace=True)
 def render_nullable(autogen_context: AutogenContext, op: EnsureNullableOp) -> str:
     return call(autogen_context, op.op_name, [op.table.name, op.column],
                 {"schema": op.table.schema, **op.settings})
 
 
-@renderers.dispatch_for(EnsureConstraintDroppedOp)
+@renderers.dispatch_for(EnsureConstraintDroppedOp, replace=True)
 def render_dropped(autogen_context: AutogenContext, op: EnsureConstraintDroppedOp) -> str:
     return call(autogen_context, op.op_name, [op.name, op.table.name],
                 {"schema": op.table.schema, **op.settings})
