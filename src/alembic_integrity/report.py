@@ -44,12 +44,14 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from rich.console import Group, RenderableType
+from rich.console import Console, Group, RenderableType
 from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
 from .audit import AuditReport, Finding
+from .repair import RepairResult, RuleOutcome
+from .restore import RestoreResult
 
 JSON_VERSION = 1
 AUDIT_FORMATS = ("table", "json", "markdown")
@@ -104,7 +106,8 @@ def audit_table(report: AuditReport, show_all: bool = False) -> RenderableType:
     shown = [f for f in report.findings if show_all or needs_attention(f)]
     for finding in shown:
         table.add_row(*_audit_cells(finding))
-    parts: list[RenderableType] = [table, Text(audit_summary(report))]
+    parts: list[RenderableType] = [table] if shown else []
+    parts.append(Text(audit_summary(report)))
     if len(shown) < len(report.findings):
         parts.append(Text(f"{len(report.findings) - len(shown)} rule(s) valid with no "
                           "violating rows are not shown (--all shows them)", style="dim"))
@@ -175,3 +178,86 @@ def _audit_md_row(finding: Finding) -> str:
              finding.violations, sample_text(finding.sample, finding.violations)]
     return "| " + " | ".join(_md_cell(c) for c in cells) + " |"
 
+
+# --------------------------------------------------------------------------- repair
+
+
+def print_repair(console: Console, result: RepairResult) -> None:
+    print_with_footer(console, repair_view(result), result.to_text())
+
+
+def print_restore(console: Console, result: RestoreResult) -> None:
+    print_with_footer(console, restore_view(result), result.to_text())
+
+
+def repair_view(result: RepairResult) -> RenderableType:
+    """What each policy did (or would do) to each rule with violating rows, then who is left."""
+    verb = "changed" if result.applied else "would change"
+    title = "repair" if result.applied else "repair plan (dry run: nothing written)"
+    table = Table(title=title, title_justify="left")
+    for name in ("rule", "policy", verb, "cascaded", "refused", "ambiguous", "left"):
+        table.add_column(name, justify="left" if name in ("rule", "policy") else "right",
+                         overflow="fold")
+    quiet = 0
+    for rule in result.rules:
+        if not rule.skipped and not rule.violating:
+            quiet += 1
+            continue
+        for row in _repair_rows(rule):
+            table.add_row(*row)
+    parts: list[RenderableType] = [table]
+    if quiet:
+        parts.append(Text(f"{quiet} rule(s) with no violating rows are not shown", style="dim"))
+    left = _left_for_person(result)
+    if left is not None:
+        parts.append(left)
+    return Group(*parts)
+
+
+def print_with_footer(console: Console, view: RenderableType, text: str) -> None:
+    """The view, then the result's last line unwrapped: it holds a command to copy."""
+    console.print(view)
+    console.print(text.splitlines()[-1], markup=False, highlight=False, soft_wrap=True)
+
+
+def _repair_rows(rule: RuleOutcome) -> list[list[str]]:
+    label = escape(rule.rule)
+    if rule.skipped:
+        return [[label, escape(f"skipped: {rule.skipped}"), "", "", "", "", ""]]
+    if not rule.policies:
+        return [[label, "(no policy)", "0", "", "", "", str(rule.unmatched)]]
+    return [[label, escape(p.description), str(p.changed), str(p.cascaded or ""),
+             str(p.refused or ""), str(p.ambiguous or ""), str(p.left or "")]
+            for p in rule.policies]
+
+
+def _left_for_person(result: RepairResult) -> Table | None:
+    left = [(rule.rule, reason, count, samples) for rule in result.rules
+            for reason, count, samples in rule.left_reasons()]
+    if not left:
+        return None
+    people = Table(title="left for a person", title_justify="left")
+    for name in ("rule", "why", "rows", "examples (primary key)"):
+        people.add_column(name, justify="right" if name == "rows" else "left", overflow="fold")
+    for rule_name, reason, count, samples in left:
+        more = ", ..." if count > len(samples) else ""
+        people.add_row(escape(rule_name), escape(reason), str(count),
+                       escape(", ".join(samples) + more))
+    return people
+
+
+# --------------------------------------------------------------------------- restore
+
+
+def restore_view(result: RestoreResult) -> RenderableType:
+    parts: list[RenderableType] = []
+    if result.groups:
+        table = Table(title=f"restore of repair {result.repair_id}", title_justify="left")
+        for name in ("table", "action", "restored", "conflicts", "examples (primary key)"):
+            table.add_column(name)
+        for g in result.groups:
+            more = ", ..." if g.conflicts > len(g.samples) else ""
+            table.add_row(escape(g.table), g.action, str(g.restored), str(g.conflicts or ""),
+                          escape(", ".join(g.samples) + more))
+        parts.append(table)
+    return Group(*parts)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import sys
 
 import click
+from sqlalchemy.exc import DBAPIError
 
 from ..errors import IntegrityError
 from ._common import State
@@ -23,25 +24,45 @@ def cli(ctx: click.Context, debug: bool) -> None:
     ctx.obj = State(debug=debug)
 
 
-def _register() -> None:
-    from . import throwaway_cmd  # noqa: F401  (each module adds its command to `cli`)
+def _debug_requested(argv: list[str]) -> bool:
+    """``--debug`` counts only before the subcommand, not inside a wrapped command."""
+    for arg in argv:
+        if arg == "--debug":
+            return True
+        if not arg.startswith("-"):
+            return False
+    return False
 
 
 def main(argv: list[str] | None = None) -> None:
-    _register()
-    debug = "--debug" in (argv if argv is not None else sys.argv[1:])
+    args = list(sys.argv[1:] if argv is None else argv)
+    debug = _debug_requested(args)
     try:
-        cli.main(args=argv, prog_name="alembic-integrity", standalone_mode=False)
+        cli.main(args=args, prog_name="alembic-integrity")  # standalone: exits with ctx.exit codes
     except IntegrityError as err:
         if debug:
             raise
         click.echo(f"error: {err}", err=True)
         sys.exit(err.exit_code)
-    except click.exceptions.Abort:
-        click.echo("aborted", err=True)
-        sys.exit(130)
-    except click.ClickException as err:
-        err.show()
-        sys.exit(2 if err.exit_code == 1 else err.exit_code)
-    except click.exceptions.Exit as err:
-        sys.exit(err.exit_code)
+    except DBAPIError as err:
+        if debug:
+            raise
+        click.echo(f"error: the database refused: {_first_line(err)} (use --debug for details)",
+                   err=True)
+        sys.exit(2)
+
+
+def _first_line(err: DBAPIError) -> str:
+    text = str(getattr(err, "orig", None) or err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
+
+
+# Each module adds its command to `cli` when imported.
+from . import (  # noqa: E402, F401
+    audit_cmd,
+    demo_cmd,
+    preflight_cmd,
+    repair_cmd,
+    throwaway_cmd,
+    verify_cmd,
+)
