@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from conftest import sql
 from sqlalchemy import Engine
 
 from alembic_integrity.cli import cli
+from conftest import sql
 
 MODELS = '''
 from sqlalchemy import CheckConstraint, Column, Integer, MetaData, Table, Text
