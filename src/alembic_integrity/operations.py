@@ -2,7 +2,9 @@
 
 Each operation object knows its rule and how to plan it from the catalog;
 ``implementations`` runs the plan. Like Alembic's own ``ops.py``, every
-object can render itself back (``reverse``) for autogenerate.
+object carries what autogenerate needs: the op that undoes it (``reverse``)
+and the difference it stands for (``to_diff_tuple``, which ``alembic check``
+and ``compare_metadata()`` list).
 """
 
 from __future__ import annotations
@@ -28,6 +30,11 @@ class EnsureOp(MigrateOperation):
     """
 
     op_name = ""
+    # The op that undoes this one, when autogenerate knows it (see paired_with):
+    # the downgrade of a *changed* CHECK or FOREIGN KEY is the old definition, and
+    # that of a *dropped* one the dropped definition, which no op can work out
+    # from its own arguments.
+    undo: EnsureOp | None = None
 
     def __init__(self, settings: dict[str, Any] | None = None) -> None:
         settings = dict(settings or {})
@@ -39,6 +46,21 @@ class EnsureOp(MigrateOperation):
 
     @property
     def label(self) -> str:
+        raise NotImplementedError
+
+    def paired_with(self, undo: EnsureOp) -> EnsureOp:
+        """Link this op and the one that undoes it both ways; return this op."""
+        self.undo = undo
+        undo.undo = self
+        return self
+
+    def reverse(self) -> EnsureOp:
+        """The paired undo if there is one, else the one this op's arguments imply."""
+        if self.undo is None:
+            return self.reverse_from_arguments()
+        return self.undo
+
+    def reverse_from_arguments(self) -> EnsureOp:
         raise NotImplementedError
 
 
@@ -65,9 +87,15 @@ class EnsureCheckConstraintOp(EnsureOp):
     def label(self) -> str:
         return f"CHECK {self.rule.name} on {self.rule.table}"
 
-    def reverse(self) -> EnsureConstraintDroppedOp:
-        return EnsureConstraintDroppedOp(self.rule.name, self.rule.table.name,
-                                         self.rule.table.schema)
+    @classmethod
+    def from_rule(cls, rule: CheckRule) -> EnsureCheckConstraintOp:
+        return cls(rule.name, rule.table.name, rule.condition, rule.table.schema)
+
+    def reverse_from_arguments(self) -> EnsureConstraintDroppedOp:
+        return EnsureConstraintDroppedOp.from_rule(self.rule)
+
+    def to_diff_tuple(self) -> tuple[Any, ...]:
+        return (self.op_name, str(self.rule.table), self.rule.name, self.rule.condition)
 
 
 @Operations.register_operation("ensure_not_null")
@@ -92,8 +120,15 @@ class EnsureNotNullOp(EnsureOp):
     def label(self) -> str:
         return f"NOT NULL {self.rule.table}.{self.rule.column}"
 
-    def reverse(self) -> EnsureNullableOp:
-        return EnsureNullableOp(self.rule.table.name, self.rule.column, self.rule.table.schema)
+    @classmethod
+    def from_rule(cls, rule: NotNullRule) -> EnsureNotNullOp:
+        return cls(rule.table.name, rule.column, rule.table.schema)
+
+    def reverse_from_arguments(self) -> EnsureNullableOp:
+        return EnsureNullableOp.from_rule(self.rule)
+
+    def to_diff_tuple(self) -> tuple[Any, ...]:
+        return (self.op_name, str(self.rule.table), self.rule.column)
 
 
 @Operations.register_operation("ensure_foreign_key")
@@ -129,9 +164,19 @@ class EnsureForeignKeyOp(EnsureOp):
     def label(self) -> str:
         return f"FOREIGN KEY {self.rule.name} on {self.rule.table}"
 
-    def reverse(self) -> EnsureConstraintDroppedOp:
-        return EnsureConstraintDroppedOp(self.rule.name, self.rule.table.name,
-                                         self.rule.table.schema)
+    @classmethod
+    def from_rule(cls, rule: ForeignKeyRule) -> EnsureForeignKeyOp:
+        return cls(rule.name, rule.table.name, rule.referent.name, rule.columns,
+                   rule.referent_columns, rule.ondelete, rule.onupdate,
+                   rule.table.schema, rule.referent.schema)
+
+    def reverse_from_arguments(self) -> EnsureConstraintDroppedOp:
+        return EnsureConstraintDroppedOp.from_rule(self.rule)
+
+    def to_diff_tuple(self) -> tuple[Any, ...]:
+        rule = self.rule
+        return (self.op_name, str(rule.table), rule.name, rule.columns, str(rule.referent),
+                rule.referent_columns, rule.ondelete, rule.onupdate)
 
 
 @Operations.register_operation("ensure_constraint_dropped")
@@ -157,6 +202,13 @@ class EnsureConstraintDroppedOp(EnsureOp):
     def label(self) -> str:
         return f"drop constraint {self.name} on {self.table}"
 
+    @classmethod
+    def from_rule(cls, rule: CheckRule | ForeignKeyRule) -> EnsureConstraintDroppedOp:
+        return cls(rule.name, rule.table.name, rule.table.schema)
+
+    def to_diff_tuple(self) -> tuple[Any, ...]:
+        return (self.op_name, str(self.table), self.name)
+
 
 @Operations.register_operation("ensure_nullable")
 class EnsureNullableOp(EnsureOp):
@@ -180,3 +232,10 @@ class EnsureNullableOp(EnsureOp):
     @property
     def label(self) -> str:
         return f"nullable {self.table}.{self.column}"
+
+    @classmethod
+    def from_rule(cls, rule: NotNullRule) -> EnsureNullableOp:
+        return cls(rule.table.name, rule.column, rule.table.schema)
+
+    def to_diff_tuple(self) -> tuple[Any, ...]:
+        return (self.op_name, str(self.table), self.column)

@@ -47,8 +47,15 @@ from .. import catalog
 from ..errors import PredicateError
 from ..identifiers import MAX_IDENTIFIER_BYTES, TableName
 from ..model_rules import DeclaredRules, constraint_name, rules_from_metadata
+from ..operations import (
+    EnsureCheckConstraintOp,
+    EnsureConstraintDroppedOp,
+    EnsureForeignKeyOp,
+    EnsureNotNullOp,
+    EnsureNullableOp,
+    EnsureOp,
+)
 from ..rules import FK_ACTIONS, CheckRule, ForeignKeyRule, NotNullRule
-from . import ops
 
 log = logging.getLogger("alembic.autogenerate.alembic_integrity")
 
@@ -203,6 +210,38 @@ class Emitter:
             log.info("Detected %s %r on %s", what, name, self.where)
 
 
+# --- differences as ops, each paired with the op that undoes it --------------
+
+
+def added(rule: CheckRule | ForeignKeyRule) -> EnsureOp:
+    """A constraint the models have and the database lacks: ensure it; downgrade drops it."""
+    return _ensure(rule).paired_with(EnsureConstraintDroppedOp.from_rule(rule))
+
+
+def removed(old: CheckRule | ForeignKeyRule) -> EnsureOp:
+    """A constraint only the database has: drop it; downgrade puts ``old`` back."""
+    return EnsureConstraintDroppedOp.from_rule(old).paired_with(_ensure(old))
+
+
+def changed(new: CheckRule | ForeignKeyRule, old: CheckRule | ForeignKeyRule) -> EnsureOp:
+    """Same name, other definition: ``ensure_*`` replaces it either way."""
+    return _ensure(new).paired_with(_ensure(old))
+
+
+def not_null(rule: NotNullRule) -> EnsureOp:
+    return EnsureNotNullOp.from_rule(rule).paired_with(EnsureNullableOp.from_rule(rule))
+
+
+def nullable(rule: NotNullRule) -> EnsureOp:
+    return EnsureNullableOp.from_rule(rule).paired_with(EnsureNotNullOp.from_rule(rule))
+
+
+def _ensure(rule: CheckRule | ForeignKeyRule) -> EnsureCheckConstraintOp | EnsureForeignKeyOp:
+    if isinstance(rule, CheckRule):
+        return EnsureCheckConstraintOp.from_rule(rule)
+    return EnsureForeignKeyOp.from_rule(rule)
+
+
 # --- CHECK -------------------------------------------------------------------
 
 
@@ -219,16 +258,16 @@ def compare_checks(autogen_context: AutogenContext, modify_table_ops: ModifyTabl
     live = _compared_live_checks(autogen_context, conn, where, metadata_table)
     for name in sorted(live.keys() - wanted.keys()):
         old = live[name]
-        out.emit(ops.removed(old.rule(where)), "removed CHECK", name,
+        out.emit(removed(old.rule(where)), "removed CHECK", name,
                  old.reflected(conn_table), True)
     for name in sorted(live.keys() & wanted.keys()):
         (rule, const), old = wanted[name], live[name]
         if _check_differs(conn, rule, old, metadata_table, conn_table):
-            out.emit(ops.changed(rule, old.rule(where)), "changed CHECK", name, const, False,
+            out.emit(changed(rule, old.rule(where)), "changed CHECK", name, const, False,
                      old.reflected(conn_table))
     for name in sorted(wanted.keys() - live.keys()):
         rule, const = wanted[name]
-        out.emit(ops.added(rule), "added CHECK", name, const, False)
+        out.emit(added(rule), "added CHECK", name, const, False)
     return STOP
 
 
@@ -302,16 +341,16 @@ def compare_foreign_keys(autogen_context: AutogenContext, modify_table_ops: Modi
     _unnamed_foreign_keys(autogen_context, modify_table_ops, conn,
                           declared_fks.unnamed_foreign_keys, live)
     for name in sorted(live.keys() - wanted.keys()):
-        out.emit(ops.removed(live[name].rule), "removed FOREIGN KEY", name, reflected.get(name),
+        out.emit(removed(live[name].rule), "removed FOREIGN KEY", name, reflected.get(name),
                  True)
     for name in sorted(live.keys() & wanted.keys()):
         (rule, const), old = wanted[name], live[name]
         if not catalog.same_foreign_key(conn, old.state, rule):
-            out.emit(ops.changed(rule, old.rule), "changed FOREIGN KEY", name, const, False,
+            out.emit(changed(rule, old.rule), "changed FOREIGN KEY", name, const, False,
                      reflected.get(name))
     for name in sorted(wanted.keys() - live.keys()):
         rule, const = wanted[name]
-        out.emit(ops.added(rule), "added FOREIGN KEY", name, const, False)
+        out.emit(added(rule), "added FOREIGN KEY", name, const, False)
     return STOP
 
 
@@ -381,7 +420,7 @@ def compare_not_null(autogen_context: AutogenContext, modify_table_ops: ModifyTa
         if conn_col is None or not _nullability_differs(column, conn_col):
             continue
         rule = NotNullRule(where, column.name)
-        modify_table_ops.ops.append(ops.nullable(rule) if column.nullable else ops.not_null(rule))
+        modify_table_ops.ops.append(nullable(rule) if column.nullable else not_null(rule))
         log.info("Detected %s on column %s.%s", "NULL" if column.nullable else "NOT NULL",
                  where, column.name)
     return CONTINUE
