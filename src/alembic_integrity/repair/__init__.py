@@ -41,12 +41,12 @@ from typing import Any
 from sqlalchemy import Connection, Engine, text
 from sqlalchemy.exc import DBAPIError
 
-from . import catalog, raw
-from .errors import ConfigurationError, IntegrityError, PredicateError
-from .identifiers import TableName, quote, truncated_name
-from .model_rules import DeclaredRules
-from .policies import Delete, Invalidate, Manual, Policy, Quarantine, Relink, SetValue, Sql
-from .repairlog import (
+from .. import catalog, raw
+from ..errors import ConfigurationError, IntegrityError, PredicateError
+from ..identifiers import TableName, quote, truncated_name
+from ..model_rules import DeclaredRules
+from ..policies import Delete, Invalidate, Manual, Policy, Quarantine, Relink, SetValue, Sql
+from ..repairlog import (
     CHANGE_ACTIONS,
     CHANGES_SQL,
     DEFAULT_LOG_TABLE,
@@ -64,8 +64,8 @@ from .repairlog import (
     transaction,
     translate,
 )
-from .rules import ForeignKeyRule, NotNullRule, Rule
-from .settings import Settings
+from ..rules import ForeignKeyRule, NotNullRule, Rule
+from ..settings import Settings
 
 NO_POLICY = "no policy"
 STILL_VIOLATES = "changed by its policy but still breaks the rule"
