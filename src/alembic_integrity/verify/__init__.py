@@ -57,19 +57,19 @@ from sqlalchemy import Connection, Engine, MetaData, create_engine, text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.pool import NullPool
 
-from . import catalog
-from .database import normalize_url, shown
-from .errors import ConfigurationError, IntegrityError
-from .identifiers import TableName
-from .model_rules import (
+from .. import catalog
+from ..database import normalize_url, shown
+from ..errors import ConfigurationError, IntegrityError
+from ..identifiers import TableName
+from ..model_rules import (
     DeclaredRules,
     constraint_name,
     load_metadata,
     metadata_from_alembic,
     rules_from_metadata,
 )
-from .rules import CheckRule, ForeignKeyRule, NotNullRule, Rule
-from .schema_snapshot import SchemaSnapshot, differences, take
+from ..rules import CheckRule, ForeignKeyRule, NotNullRule, Rule
+from ..schema_snapshot import SchemaSnapshot, differences, take
 
 __all__ = [
     "AlembicRunner",
@@ -878,7 +878,7 @@ def _database(url: str | None, docker: bool | None) -> Iterator[tuple[str, str, 
     if url is not None:
         yield url, "given", None
         return
-    from .throwaway import ThrowawayServer
+    from ..throwaway import ThrowawayServer
 
     with ThrowawayServer(docker=docker) as server:
         yield server.url, f"throwaway ({server.mode})", server.startup_seconds
