@@ -1,0 +1,24 @@
+"""Manual: nothing is written; the rows are left for a person with the reason."""
+
+from __future__ import annotations
+
+from ...policies import Manual
+from ...repairlog import lit
+from .base import PolicyPlan
+
+
+class ManualPlan(PolicyPlan):
+    """Report only: the rows are left for a person with the policy's reason."""
+
+    policy: Manual
+
+    @property
+    def writes(self) -> bool:
+        return False
+
+    def classify_sql(self, extra: str = "true") -> str:
+        return self._rows_as("'left'", lit(self.policy.reason), extra)
+
+    def privileges(self) -> list[tuple[str, str]]:
+        return []
+

@@ -1,0 +1,86 @@
+"""Which rules a run repairs: those selected, whose tables exist and whose SQL runs."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import Connection
+from sqlalchemy.exc import DBAPIError
+
+from .. import catalog, raw
+from ..errors import ConfigurationError, PredicateError
+from ..repairlog import first_line
+from ..rules import ForeignKeyRule, Rule
+from .result import RuleOutcome
+from .tables import Tables, Target
+
+
+def select_targets(rules: Sequence[Rule], tables: Tables, names: Sequence[str] | None
+                   ) -> tuple[list[Target], list[RuleOutcome]]:
+    """The selected rules resolved against the catalog, and those that cannot be (no table)."""
+    targets: list[Target] = []
+    skipped: list[RuleOutcome] = []
+    wanted = set(names or ())
+    seen: set[str] = set()
+    for rule in rules:
+        table = tables.find(rule.table)
+        target = Target(rule, table, tables) if table is not None else None
+        aliases = {rule.name, rule.label} | ({target.rule_id} if target else set())
+        if wanted and not wanted & aliases:
+            continue
+        seen |= aliases
+        if target is None:
+            skipped.append(RuleOutcome(rule.label, rule.kind, str(rule.table),
+                                       skipped=f"table {rule.table} does not exist"))
+        elif isinstance(rule, ForeignKeyRule) and tables.find(rule.referent) is None:
+            skipped.append(RuleOutcome(target.rule_id, rule.kind, target.table.label,
+                                       skipped=f"referenced table {rule.referent} does not "
+                                               "exist"))
+        else:
+            targets.append(target)
+    if wanted - seen:
+        known = ", ".join(sorted(r.label for r in rules)) or "none"
+        raise ConfigurationError(f"--rule {', '.join(sorted(wanted - seen))}: no such rule; "
+                                 f"declared rules: {known}")
+    return targets, skipped
+
+
+def probe(conn: Connection, targets: Sequence[Target]
+          ) -> tuple[list[Target], list[RuleOutcome]]:
+    """Skip, with the reason, rules whose SQL the database cannot run yet.
+
+    Typically a CHECK on a column that a pending revision adds: its rows can
+    only be repaired during that migration (``repair=True`` on its operation).
+    """
+    usable: list[Target] = []
+    skipped: list[RuleOutcome] = []
+    for target in targets:
+        try:
+            raw.execute(conn, f"EXPLAIN SELECT 1 FROM {target.table.sql} AS t "
+                              f"WHERE {target.violation}")
+        except DBAPIError as err:
+            hint = ("; if a pending revision adds it, give that revision's ensure_* "
+                    "operation repair=True" if catalog.sqlstate(err) == "42703" else "")
+            skipped.append(RuleOutcome(target.rule_id, target.rule.kind, target.table.label,
+                                       skipped=f"{first_line(err)}{hint}"))
+        else:
+            usable.append(target)
+    return usable, skipped
+
+
+def has_violations(conn: Connection, target: Target) -> bool:
+    return bool(query(conn, target, f"SELECT EXISTS (SELECT 1 FROM {target.table.sql} AS t "
+                                    f"WHERE {target.violation})").scalar())
+
+
+def query(conn: Connection, target: Target, sql: str, doing: str = "finding violating rows"
+          ) -> Any:
+    """Run a read; a predicate PostgreSQL rejects becomes one line naming the rule."""
+    try:
+        return raw.execute(conn, sql)
+    except DBAPIError as err:
+        raise PredicateError(
+            f"rule {target.rule_id}: {doing}: PostgreSQL rejects the rule's SQL or a policy's "
+            f"where/match/expression: {first_line(err)}; fix the declaration"
+        ) from err
