@@ -1,0 +1,112 @@
+"""Drift: the CHECK, NOT NULL and FOREIGN KEY rules the models declare against the database."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import Connection, MetaData, text
+
+from .. import catalog
+from ..errors import IntegrityError
+from ..identifiers import TableName
+from ..model_rules import DeclaredRules, constraint_name, rules_from_metadata
+from ..rules import CheckRule, ForeignKeyRule, NotNullRule, Rule
+
+
+@dataclass
+class Drift:
+    """Models against database: ``missing`` fails; ``extra`` fails only when strict."""
+
+    missing: list[str] = field(default_factory=list)
+    extra: list[str] = field(default_factory=list)
+    unchecked: list[str] = field(default_factory=list)
+
+
+def drift(conn: Connection, metadata: MetaData) -> Drift:
+    """Compare the rules ``metadata`` declares with the database (read only, rolled back)."""
+    declared = rules_from_metadata(metadata)
+    result = Drift(unchecked=[f"not checked: {p}" for p in declared.problems])
+    with conn.begin() as tx:
+        for table in declared.tables:
+            _table_drift(conn, table, declared, result)
+        for table in metadata.sorted_tables:
+            _extra_rules(conn, table, declared, result)
+        tx.rollback()
+    return result
+
+
+def _table_drift(conn: Connection, table: TableName, declared: DeclaredRules,
+                 result: Drift) -> None:
+    oid = catalog.table_oid(conn, table)
+    if oid is None:
+        result.missing.append(f"table {table} does not exist (the models declare rules on it)")
+        return
+    for rule in declared.for_table(table):
+        try:
+            problem = _rule_drift(conn, oid, rule)
+        except IntegrityError as err:
+            problem = str(err)
+        if problem:
+            result.missing.append(problem)
+
+
+def _rule_drift(conn: Connection, oid: int, rule: Rule) -> str | None:
+    if isinstance(rule, NotNullRule):
+        not_null = catalog.column_not_null(conn, oid, rule.column)
+        if not_null is None:
+            return f"{rule.table}.{rule.column}: the column does not exist"
+        return None if not_null else (f"{rule.table}.{rule.column}: the models declare NOT "
+                                      "NULL, the database allows NULL")
+    if isinstance(rule, CheckRule):
+        return _check_drift(conn, oid, rule)
+    if isinstance(rule, ForeignKeyRule):
+        return _foreign_key_drift(conn, oid, rule)
+    return None  # expectations are audit-only, never constraints
+
+
+def _check_drift(conn: Connection, oid: int, rule: CheckRule) -> str | None:
+    wanted = catalog.normalized_check(conn, rule)
+    live = catalog.constraint(conn, oid, rule.name)
+    where = f"CHECK {rule.name} on {rule.table}"
+    if live is None:
+        return f"{where}: missing in the database (models: {wanted})"
+    if live.contype != "c" or live.definition != wanted:
+        return f"{where} differs: models {wanted}, database {live.definition}"
+    return None if live.validated else f"{where}: NOT VALID in the database (never validated)"
+
+
+def _foreign_key_drift(conn: Connection, oid: int, rule: ForeignKeyRule) -> str | None:
+    live = catalog.constraint(conn, oid, rule.name)
+    where = f"FOREIGN KEY {rule.name} on {rule.table}"
+    wanted = rule.add_sql().partition(" FOREIGN KEY ")[2].removesuffix(" NOT VALID")
+    if live is None:
+        return f"{where}: missing in the database (models: FOREIGN KEY {wanted})"
+    if catalog.table_oid(conn, rule.referent) is None:
+        return f"{where}: the referenced table {rule.referent} does not exist"
+    if not catalog.same_foreign_key(conn, live, rule):
+        return f"{where} differs: models FOREIGN KEY {wanted}, database {live.definition}"
+    return None if live.validated else f"{where}: NOT VALID in the database (never validated)"
+
+
+def _extra_rules(conn: Connection, table: Any, declared: DeclaredRules, result: Drift) -> None:
+    """CHECKs, FOREIGN KEYs and NOT NULLs the database has on a model table, the models not."""
+    name = TableName(table.name, table.schema)
+    oid = catalog.table_oid(conn, name)
+    if oid is None:
+        return
+    known = {constraint_name(c) for c in table.constraints}
+    known |= {getattr(r, "name", None) for r in declared.for_table(name)
+              if not isinstance(r, NotNullRule)}
+    rows = conn.execute(text(
+        "SELECT conname, pg_get_constraintdef(oid) FROM pg_constraint "
+        "WHERE conrelid = :oid AND contype IN ('c', 'f') ORDER BY conname"), {"oid": oid})
+    for conname, definition in rows:
+        if conname not in known:
+            result.extra.append(f"{definition.split(' (')[0]} {conname} on {name}: in the "
+                                f"database, not in the models ({definition})")
+    nullable = {c.name for c in table.columns if c.nullable and not c.primary_key}
+    for column in sorted(nullable):
+        if catalog.column_not_null(conn, oid, column):
+            result.extra.append(f"{name}.{column}: NOT NULL in the database, nullable in the "
+                                "models")

@@ -1,0 +1,213 @@
+"""The checks, in order: one head, each revision upgraded and re-run, downgrade, upgrade, drift."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Engine, MetaData
+
+from ..schema_snapshot import SchemaSnapshot, differences, take
+from .data import DataLoader
+from .drift import drift
+from .failures import fail_from_exception
+from .report import SKIPPED, Step, VerifyReport, capped, plural
+from .runner import AlembicRunner, WrongDatabase
+
+Progress = Callable[[Step], None]
+
+
+@dataclass
+class Options:
+    strict: bool
+    metadata: MetaData | None
+    loader: DataLoader | None
+    data_at: str | None
+    data_label: str = "data"
+
+
+class Run:
+    """One verify run: the runner, an engine for snapshots, the report being filled."""
+
+    def __init__(self, runner: AlembicRunner, engine: Engine, report: VerifyReport,
+                 options: Options, progress: Progress | None) -> None:
+        self.runner = runner
+        self.engine = engine
+        self.report = report
+        self.options = options
+        self.progress = progress
+        self.empty: SchemaSnapshot | None = None
+        self.at_head: SchemaSnapshot | None = None
+
+    # -- bookkeeping ---------------------------------------------------------------
+
+    def step(self, step: Step, action: Callable[[Step], None]) -> bool:
+        """Run ``action``; an exception fails the step with what PostgreSQL said."""
+        started = time.perf_counter()
+        try:
+            action(step)
+        except (WrongDatabase, KeyboardInterrupt):
+            raise
+        except Exception as exc:
+            fail_from_exception(step, exc)
+            step.output = self.runner.last_output
+        step.seconds = time.perf_counter() - started
+        self.add(step)
+        return step.ok
+
+    def add(self, step: Step) -> None:
+        self.report.steps.append(step)
+        if self.progress is not None:
+            self.progress(step)
+
+    def skip(self, name: str, kind: str, reason: str, revision: str | None = None) -> None:
+        self.add(Step(name, kind, revision, status=SKIPPED, message=reason))
+
+    def snapshot(self, count_rows: bool = False) -> SchemaSnapshot:
+        with self.engine.connect() as conn:
+            return take(conn, count_rows=count_rows)
+
+    def without_version_table(self, snapshot: SchemaSnapshot) -> SchemaSnapshot:
+        return snapshot.without_tables(
+            (schema, table) for schema, table in self.runner.version_tables)
+
+    def load_data(self, revision: str) -> bool:
+        loader = self.options.loader
+        assert loader is not None
+
+        def load(step: Step) -> None:
+            with self.engine.begin() as conn:
+                loader(conn)
+
+        label = self.options.data_label
+        return self.step(Step(f"load {label} at {revision}", "data", revision), load)
+
+    # -- phases ----------------------------------------------------------------------
+
+    def run(self) -> None:
+        if not self.heads():
+            return self.skip_rest("not run: the project needs exactly one head")
+        self.empty = self.snapshot()
+        scripts = self.runner.revisions()
+        for index, script in enumerate(scripts):
+            if not self.revision(script.revision):
+                reason = f"not run: revision {script.revision} failed to upgrade"
+                for later in scripts[index + 1:]:
+                    self.skip(f"upgrade {later.revision}", "upgrade", reason, later.revision)
+                return self.skip_rest(reason)
+        self.at_head = self.snapshot()
+        if not self.downgrade(scripts):
+            return self.skip_rest("not run: the downgrade failed", after_downgrade=True)
+        self.step(Step("upgrade base -> head again", "reupgrade"), self.reupgrade)
+        self.step(Step("drift: models vs database", "drift"), self.check_drift)
+
+    def skip_rest(self, reason: str, after_downgrade: bool = False) -> None:
+        if not after_downgrade:
+            self.skip("downgrade to base", "downgrade", reason)
+        self.skip("upgrade base -> head again", "reupgrade", reason)
+        self.skip("drift: models vs database", "drift", reason)
+
+    def heads(self) -> bool:
+        heads = self.runner.heads()
+        self.report.heads = heads
+        self.report.revisions = [s.revision for s in self.runner.revisions()]
+        step = Step("single head", "heads")
+        if not heads:
+            step.fail(f"no revisions in {self.runner.script.dir}")
+        elif len(heads) > 1:
+            step.fail(f"{len(heads)} heads: {', '.join(heads)}; merge them with: "
+                      f"alembic merge -m \"merge heads\" {' '.join(heads)}")
+        self.add(step)
+        return step.ok
+
+    def revision(self, revision: str) -> bool:
+        """Upgrade to ``revision``, then run it again and require that nothing changed."""
+        if not self.step(Step(f"upgrade {revision}", "upgrade", revision),
+                         lambda step: self.runner.upgrade(revision)):
+            return False
+        before = self.runner.last_heads
+        self.step(Step(f"re-run {revision}", "rerun", revision),
+                  lambda step: self.rerun(step, revision, before))
+        if self.options.data_at == revision:
+            return self.load_data(revision)
+        return True
+
+    def rerun(self, step: Step, revision: str, before: tuple[str, ...]) -> None:
+        once = self.snapshot(count_rows=True)
+        try:
+            self.runner.rerun(revision, before)  # as if the revision had never been recorded
+        except Exception:
+            output = self.runner.last_output
+            self.restore(revision)
+            self.runner.last_output = output  # the failed run's, for the report
+            raise
+        changed = differences(once, self.snapshot(count_rows=True))
+        if changed:
+            step.fail(f"revision {revision} is not idempotent: running it again changed "
+                      f"the schema or data ({plural(len(changed), 'difference')})", changed)
+
+    def restore(self, revision: str) -> None:
+        """After a failed re-run, record the revision as applied again (it was, once)."""
+        with contextlib.suppress(Exception):
+            self.runner.stamp(revision)
+
+    def downgrade(self, scripts: list[Any]) -> bool:
+        """Each revision's downgrade on its own (linear history), else one downgrade to base."""
+        if self.runner.is_linear():
+            plan = [(f"downgrade {s.revision}", s.revision, s.down_revision or "base")
+                    for s in reversed(scripts)]
+        else:
+            plan = [("downgrade to base", None, "base")]
+        for index, (name, revision, target) in enumerate(plan):
+            last = index == len(plan) - 1
+
+            def action(step: Step, target: str = target, last: bool = last) -> None:
+                self.runner.downgrade(target)
+                if last:
+                    step.warnings.extend(self.leftovers())
+
+            if not self.step(Step(name, "downgrade", revision), action):
+                return False
+        return True
+
+    def leftovers(self) -> list[str]:
+        """What the downgrades left behind: reported, not fatal (it may be on purpose)."""
+        assert self.empty is not None
+        left = differences(self.without_version_table(self.empty),
+                           self.without_version_table(self.snapshot()), oids=False, rows=False)
+        return capped([f"left after downgrade to base: {line}" for line in left])
+
+    def reupgrade(self, step: Step) -> None:
+        data_at = self.options.data_at
+        if data_at is not None:
+            self.runner.upgrade(data_at)
+            with self.engine.begin() as conn:
+                assert self.options.loader is not None
+                self.options.loader(conn)
+        self.runner.upgrade("heads")
+        assert self.at_head is not None
+        changed = differences(self.at_head, self.snapshot(), oids=False, rows=False)
+        if changed:
+            step.fail("upgrade -> downgrade -> upgrade does not rebuild the schema the first "
+                      "upgrade built", changed)
+
+    def check_drift(self, step: Step) -> None:
+        metadata = self.options.metadata
+        if metadata is None:
+            step.status = SKIPPED
+            step.message = "drift not checked (skip_drift)"
+            return
+        with self.engine.connect() as conn:
+            found = drift(conn, metadata)
+        step.warnings.extend(found.unchecked)
+        if found.missing or (found.extra and self.options.strict):
+            extra = found.extra if self.options.strict else []
+            step.fail(f"the database differs from the models: {len(found.missing)} declared "
+                      f"rule(s) not in place" + (f", {len(extra)} extra" if extra else ""),
+                      found.missing + extra)
+        if not self.options.strict:
+            step.warnings.extend(f"extra (not fatal without --strict): {line}"
+                                 for line in found.extra)
