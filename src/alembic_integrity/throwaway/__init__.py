@@ -32,7 +32,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from .errors import ServerUnavailable
+from ..errors import ServerUnavailable
 
 __all__ = [
     "BINDIR_ENV",
