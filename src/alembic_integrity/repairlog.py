@@ -121,14 +121,14 @@ class LogTables:
     def create_sql(self) -> list[str]:
         """Idempotent DDL of the two tables.
 
-        Every batch writes the log, so it carries just two indexes: the primary
-        key ``(repair_id, log_id)``, what the summary and restore select by
-        (inserts land at its right edge), and a hash index on ``pk`` for the
-        guard's equality look-ups. ``log_id`` alone is unique by construction
-        (GENERATED ALWAYS). No foreign key to the runs table: its check per
-        logged row would cost about a tenth of a repair.
+        Every batch writes the log, so it carries one index: the primary key
+        ``(repair_id, log_id)``, what the summary and restore select by
+        (inserts land at its right edge). The hash index on ``pk`` that the
+        guard's look-ups need is created by :meth:`index_sql` only when a
+        repair first looks rows up in the log. ``log_id`` alone is unique by
+        construction (GENERATED ALWAYS). No foreign key to the runs table: its
+        check per logged row would cost about a tenth of a repair.
         """
-        by_key = quote(truncated_name(self.name, "_pk_hash"))
         return [
             f"CREATE SCHEMA IF NOT EXISTS {quote(self.schema)}",
             f"""CREATE TABLE IF NOT EXISTS {self.runs_sql} (
@@ -161,8 +161,18 @@ class LogTables:
                 detail text,
                 restored_at timestamptz,
                 PRIMARY KEY (repair_id, log_id))""",
-            f"CREATE INDEX IF NOT EXISTS {by_key} ON {self.log_sql} USING hash (pk)",
         ]
+
+    def index_sql(self) -> str:
+        """The hash index on ``pk`` for the guard's equality look-ups (idempotent).
+
+        Not part of :meth:`create_sql`: maintaining it costs a repair that never
+        looks a row up in its log (no resume, no refusal, every change fixed its
+        row) about a tenth of its time, so it is built the first time a repair
+        needs it, and kept from then on.
+        """
+        by_key = quote(truncated_name(self.name, "_pk_hash"))
+        return f"CREATE INDEX IF NOT EXISTS {by_key} ON {self.log_sql} USING hash (pk)"
 
     def exists(self, conn: Connection) -> bool:
         both = conn.execute(

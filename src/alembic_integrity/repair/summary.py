@@ -23,20 +23,14 @@ def summarise(conn: Connection, target: Target, batch: Batch) -> RuleOutcome:
     outcome = RuleOutcome(target.rule_id, target.rule.kind, target.table.label)
     plans = target.plans()
     outcome.policies = [PolicyOutcome(p.index, p.policy.kind, p.description) for p in plans]
-    log = batch.log
-    noted = f"FILTER (WHERE action NOT IN {CHANGES_SQL})"
-    with transaction(conn, read_only=True):
-        logged = raw.execute(conn,
-            "SELECT policy_index, action, note, count(*), "
-            f"(array_agg(pk ORDER BY log_id) {noted})[1:{SAMPLE}], "
-            f"(array_agg(detail ORDER BY log_id) {noted})[1:{SAMPLE}] FROM {log.log_sql} "
-            f"WHERE repair_id = {int(batch.repair_id)} AND rule = {lit(target.rule_id)} "
-            "GROUP BY 1, 2, 3 ORDER BY 1, 2, 3"
-        ).all()
+    logged = batch.tallied(target.rule_id)
+    if logged is None:
+        logged = _read_log(conn, target, batch)
     counted_now = _may_leave_rows(plans, batch, logged)
     now: list[Any] = []
     if counted_now:
-        batch.analyze()  # the scan looks each violating row up in the log
+        batch.index_log()  # the scan looks each violating row up in the log
+        batch.analyze()
         with transaction(conn, read_only=True):
             now = query(conn, target, _still_sql(target, batch)).all()
     for index, action, note, count, keys, details in logged:
@@ -47,6 +41,19 @@ def summarise(conn: Connection, target: Target, batch: Batch) -> RuleOutcome:
     outcome.violating = sum(p.changed + p.refused + p.ambiguous + p.left
                             for p in outcome.policies) + outcome.unmatched
     return outcome
+
+
+def _read_log(conn: Connection, target: Target, batch: Batch) -> list[Any]:
+    """The rule's log rows of this repair by policy, action and note, with samples."""
+    noted = f"FILTER (WHERE action NOT IN {CHANGES_SQL})"
+    with transaction(conn, read_only=True):
+        return list(raw.execute(conn,
+            "SELECT policy_index, action, note, count(*), "
+            f"(array_agg(pk ORDER BY log_id) {noted})[1:{SAMPLE}], "
+            f"(array_agg(detail ORDER BY log_id) {noted})[1:{SAMPLE}] FROM {batch.log.log_sql} "
+            f"WHERE repair_id = {int(batch.repair_id)} AND rule = {lit(target.rule_id)} "
+            "GROUP BY 1, 2, 3 ORDER BY 1, 2, 3"
+        ).all())
 
 
 def _may_leave_rows(plans: Sequence[PolicyPlan], batch: Batch, logged: Sequence[Any]) -> bool:

@@ -126,6 +126,7 @@ class PolicyPlan:
                 batch.guarded = True
                 batch.still += still
             batch.wrote(sum(counts.values()))
+            batch.count(self.target.rule_id, self.index, counts)
             changed += sum(n for a, n in counts.items() if a in CHANGE_ACTIONS)
             noted += sum(n for a, n in counts.items() if a not in CHANGE_ACTIONS)
             if batch.progress is not None:
@@ -138,6 +139,8 @@ class PolicyPlan:
     # -- SQL pieces shared by the subclasses
 
     def guard(self, batch: Batch, pk_json: str) -> str:
+        """The log guard's SQL; the log gets the index it looks rows up by first."""
+        batch.index_log()
         return batch.log.guard(batch.repair_id, self.table, self.target.rule_id, pk_json)
 
     def log_row(self, batch: Batch, table: TableInfo, action: str, pk: str,
@@ -172,6 +175,8 @@ class PolicyPlan:
                             batch.settings,
                             f"repair {self.target.rule_id}, {self.description}: logging refusals")
         batch.wrote(int(counted[0][0]))
+        if int(counted[0][0]):
+            batch.untallied.add(self.target.rule_id)
         return int(counted[0][0])
 
     @staticmethod
