@@ -534,7 +534,6 @@ def test_script_without_database_is_one_line() -> None:
 def test_reference_legacy_schema_finds_exactly_the_planted_rows(
         integrity_database_url: str | URL) -> None:
     """Legacy schema (revision 0001) + dirty data: the audit finds the manifest, no more."""
-    pytest.importorskip("alembic_integrity.reference.datagen")
     from alembic import command
     from alembic.config import Config
 

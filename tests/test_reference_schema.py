@@ -569,7 +569,6 @@ def test_hand_patched_constraint_has_the_older_predicate(legacy_engine: sa.Engin
 
 def test_clean_data_upgrades_to_head_and_matches_the_models(legacy_engine: sa.Engine) -> None:
     """0002-0005 validate on clean data, replacing the hand-patched constraint (scenario 3)."""
-    pytest.importorskip("alembic_integrity.operations")
     generated(legacy_engine, rows=1000, dirty=False)
     with legacy_engine.begin() as conn:
         datagen.insert_hand_patched_constraint(conn)
