@@ -67,14 +67,14 @@ def _check_rule(table: Table, name: TableName, constraint: CheckConstraint,
     rendered = constraint_name(constraint)
     if rendered is None:
         found.problems.append(
-            f"table {name}: CHECK ({_condition(constraint)}) has no name; give it name=... "
+            f"table {name}: CHECK ({check_condition(constraint)}) has no name; give it name=... "
             "(a naming convention alone cannot name a CHECK)"
         )
         return
     if len(rendered.encode()) > MAX_IDENTIFIER_BYTES:
         found.problems.append(f"table {name}: CHECK name {rendered!r} is over 63 bytes")
         return
-    found.rules.append(CheckRule(rendered, name, _condition(constraint),
+    found.rules.append(CheckRule(rendered, name, check_condition(constraint),
                                  _policies(constraint.info)))
 
 
@@ -114,7 +114,7 @@ def constraint_name(constraint: Any) -> str | None:
     return str(final) if isinstance(final, str) and final else None
 
 
-def _condition(constraint: CheckConstraint) -> str:
+def check_condition(constraint: CheckConstraint) -> str:
     """The predicate as CREATE TABLE renders it: columns unqualified, literals inline."""
     compiler = _DIALECT.ddl_compiler(_DIALECT, None).sql_compiler
     text = str(compiler.process(constraint.sqltext, include_table=False, literal_binds=True))

@@ -41,12 +41,11 @@ from sqlalchemy import (
     Table,
     text,
 )
-from sqlalchemy.dialects import postgresql
 
 from .. import catalog
 from ..errors import PredicateError
 from ..identifiers import MAX_IDENTIFIER_BYTES, TableName
-from ..model_rules import DeclaredRules, constraint_name, rules_from_metadata
+from ..model_rules import DeclaredRules, check_condition, constraint_name, rules_from_metadata
 from ..operations import (
     EnsureCheckConstraintOp,
     EnsureConstraintDroppedOp,
@@ -62,7 +61,6 @@ log = logging.getLogger("alembic.autogenerate.alembic_integrity")
 DIALECT = "postgresql"
 CONTINUE = PriorityDispatchResult.CONTINUE
 STOP = PriorityDispatchResult.STOP
-_PG = postgresql.dialect()
 _ACTION_WORDS = {code: word for word, code in FK_ACTIONS.items()}
 
 _LIVE_CHECKS = text(
@@ -114,7 +112,7 @@ def declared(autogen_context: AutogenContext, table: Table, where: TableName) ->
         rule = by_name.get(constraint_name(const) or "")
         if isinstance(const, CheckConstraint):
             if isinstance(rule, CheckRule):
-                rule = replace(rule, table=where, condition=ddl_condition(const))
+                rule = replace(rule, table=where, condition=check_condition(const))
                 found.checks[rule.name] = (rule, const)
             else:
                 found.unmanaged_checks.append(const)
@@ -124,17 +122,6 @@ def declared(autogen_context: AutogenContext, table: Table, where: TableName) ->
             else:
                 found.unnamed_foreign_keys.append(const)
     return found
-
-
-def ddl_condition(const: CheckConstraint) -> str:
-    """The predicate as CREATE TABLE renders it.
-
-    Columns unqualified: ``CheckConstraint(table.c.qty > 0)`` is ``qty > 0``,
-    which both the scratch-table normalisation and ALTER TABLE accept.
-    """
-    compiler = _PG.ddl_compiler(_PG, None)
-    return str(compiler.sql_compiler.process(const.sqltext, include_table=False,
-                                             literal_binds=True))
 
 
 # --- what the database has ---------------------------------------------------
@@ -302,7 +289,7 @@ def _normalized_unnamed(conn: Connection, where: TableName,
             continue
         try:
             found.add(catalog.normalized_check(conn, CheckRule("probe", where,
-                                                               ddl_condition(const))))
+                                                               check_condition(const))))
         except PredicateError:
             continue  # refers to a column this revision adds: nothing live to match
     return found
