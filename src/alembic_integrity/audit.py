@@ -29,7 +29,7 @@ from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from . import catalog, raw, violations
-from .catalog import _first_line
+from .catalog import first_line
 from .database import shown
 from .errors import CatalogError, IntegrityError, PredicateError, ServerUnavailable
 from .identifiers import TableName, quote
@@ -132,7 +132,7 @@ def audit(engine: Engine, declared: DeclaredRules, *, sample: int = 5,
             _count(conn, plans, sample, statement_timeout_ms, progress, report)
     except OperationalError as err:
         raise ServerUnavailable(f"lost the connection to {report.database} during the audit: "
-                                f"{_first_line(err)}") from err
+                                f"{first_line(err)}") from err
     position = {id(rule): i for i, rule in enumerate(declared.rules)}
     report.findings.sort(key=lambda f: position.get(id(f.rule), len(position)))
     return report
@@ -247,7 +247,7 @@ def _parse_expectation(conn: Connection, rule: ExpectRule) -> None:
     except DBAPIError as err:
         raise PredicateError(
             f"expectation {rule.name} on {rule.table}: PostgreSQL rejects the predicate "
-            f"{rule.condition!r}: {_first_line(err)}; fix the condition text"
+            f"{rule.condition!r}: {first_line(err)}; fix the condition text"
         ) from err
     finally:
         savepoint.rollback()
@@ -412,5 +412,5 @@ def _count_problem(plan: _TablePlan, items: list[_Audited], err: DBAPIError,
         limit = f"the statement timeout ({timeout_ms} ms)" if timeout_ms else "a cancel request"
         return (f"table {plan.table}: counting {labels} was stopped by {limit}; "
                 "raise --statement-timeout or audit when the database is quieter")
-    return f"table {plan.table}: counting {labels} failed: {_first_line(err)}"
+    return f"table {plan.table}: counting {labels} failed: {first_line(err)}"
 

@@ -157,13 +157,14 @@ def normalized_check(conn: Connection, rule: CheckRule) -> str:
                 if sqlstate(err) == UNDEFINED_COLUMN else "; fix the condition text")
         raise PredicateError(
             f"CHECK constraint {rule.name} on {rule.table}: PostgreSQL rejects the predicate "
-            f"{rule.condition!r}: {_first_line(err)}{hint}"
+            f"{rule.condition!r}: {first_line(err)}{hint}"
         ) from err
     finally:
         savepoint.rollback()
 
 
-def _first_line(err: DBAPIError) -> str:
+def first_line(err: DBAPIError) -> str:
+    """PostgreSQL's primary message, one line: what a person needs, without the SQL."""
     orig = getattr(err, "orig", None)
     diag = getattr(orig, "diag", None)
     message = getattr(diag, "message_primary", None) or str(orig or err)

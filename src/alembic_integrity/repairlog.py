@@ -35,7 +35,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql import literal
 
 from . import catalog, raw
-from .catalog import _first_line as first_line
+from .catalog import first_line
 from .errors import CatalogError, ConfigurationError, IntegrityError, LockRetriesExhausted
 from .executor import RETRYABLE
 from .identifiers import TableName, check_length, quote, truncated_name

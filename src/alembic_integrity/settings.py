@@ -57,11 +57,12 @@ class Settings:
                     f"unknown alembic_integrity setting {key!r}; known: "
                     + ", ".join(sorted(aliases))
                 )
-            values[target] = _parse_value(target, raw)
+            values[target] = parse_value(target, raw)
         return replace(self, **values)
 
 
-def _parse_value(name: str, raw: Any) -> int:
+def parse_value(name: str, raw: Any) -> int:
+    """A setting's value in ms (or a count): ``500``, ``500ms``, ``2s``, ``1min``."""
     if isinstance(raw, bool):
         raise ConfigurationError(f"setting {name} must be a number, not {raw!r}")
     if isinstance(raw, int | float):

@@ -12,6 +12,7 @@ import sys
 import click
 from sqlalchemy.exc import DBAPIError
 
+from ..catalog import first_line
 from ..errors import IntegrityError
 from ._common import State
 
@@ -47,14 +48,9 @@ def main(argv: list[str] | None = None) -> None:
     except DBAPIError as err:
         if debug:
             raise
-        click.echo(f"error: the database refused: {_first_line(err)} (use --debug for details)",
+        click.echo(f"error: the database refused: {first_line(err)} (use --debug for details)",
                    err=True)
         sys.exit(2)
-
-
-def _first_line(err: DBAPIError) -> str:
-    text = str(getattr(err, "orig", None) or err).strip()
-    return text.splitlines()[0] if text else type(err).__name__
 
 
 # Each module adds its command to `cli` when imported.

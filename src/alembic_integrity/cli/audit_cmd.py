@@ -20,7 +20,7 @@ from .. import report as render
 from ..audit import AuditReport, audit
 from ..audit import Progress as ProgressCallback
 from ..errors import ConfigurationError
-from ..settings import _parse_value
+from ..settings import parse_value
 from . import cli
 from ._common import declared_rules, engine_for, metadata_options, url_option
 
@@ -37,7 +37,7 @@ class Duration(click.ParamType):
         if isinstance(value, int):
             return value
         try:
-            return _parse_value("statement_timeout_ms", value)
+            return parse_value("statement_timeout_ms", value)
         except ConfigurationError:
             self.fail(f"{value!r} is not a duration; use e.g. 30s, 500ms, 2min or 1500 (ms)",
                       param, ctx)

@@ -17,9 +17,10 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError
 
 from .. import report as render
+from ..catalog import first_line
 from ..errors import IntegrityError
 from ..repair import RepairProgress, RepairResult, repair
-from ..repairlog import DEFAULT_LOG_TABLE, first_line
+from ..repairlog import DEFAULT_LOG_TABLE
 from ..restore import RestoreResult, restore
 from . import cli
 from ._common import declared_rules, engine_for, metadata_options, url_option

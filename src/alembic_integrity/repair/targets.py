@@ -9,8 +9,8 @@ from sqlalchemy import Connection
 from sqlalchemy.exc import DBAPIError
 
 from .. import catalog, raw
+from ..catalog import first_line
 from ..errors import ConfigurationError, PredicateError
-from ..repairlog import first_line
 from ..rules import ForeignKeyRule, Rule
 from .result import RuleOutcome
 from .tables import Tables, Target
