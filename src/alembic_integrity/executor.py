@@ -10,7 +10,6 @@ the same boundaries; retries cannot be expressed in a script.
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -19,16 +18,14 @@ from sqlalchemy.exc import DBAPIError
 
 from . import catalog, raw
 from .errors import IntegrityError, LockRetriesExhausted
+from .lock_retries import RETRYABLE, with_lock_retries
 from .plan import Plan, Step
 from .settings import Settings
 from .violations import validation_failure
 
 log = logging.getLogger("alembic_integrity")
 
-LOCK_NOT_AVAILABLE = "55P03"
-DEADLOCK_DETECTED = "40P01"
 QUERY_CANCELED = "57014"
-RETRYABLE = {LOCK_NOT_AVAILABLE, DEADLOCK_DETECTED}
 VIOLATIONS = {"23514", "23503", "23502"}
 
 Hook = Callable[[Connection, Step], None]
@@ -72,20 +69,13 @@ def run_online(conn: Connection, plan: Plan, settings: Settings, outcome: Outcom
 
 
 def _run_step(conn: Connection, step: Step, settings: Settings) -> int:
-    for attempt in range(settings.retries + 1):
-        try:
-            _execute_transaction(conn, step, settings)
-            return attempt + 1
-        except DBAPIError as err:
-            code = catalog.sqlstate(err)
-            if code in RETRYABLE and attempt < settings.retries:
-                delay = settings.delay_s(attempt)
-                log.info("  %s: lock not available (attempt %d of %d), retrying in %.2fs",
-                         step.purpose, attempt + 1, settings.retries + 1, delay)
-                time.sleep(delay)
-                continue
-            raise _translate(conn, err, code, step, settings, attempt + 1) from err
-    raise AssertionError("unreachable")
+    try:
+        _, tries = with_lock_retries(lambda: _execute_transaction(conn, step, settings),
+                                     settings, step.purpose)
+    except DBAPIError as err:
+        code = catalog.sqlstate(err)
+        raise _translate(conn, err, code, step, settings, settings.retries + 1) from err
+    return tries
 
 
 def _execute_transaction(conn: Connection, step: Step, settings: Settings) -> None:

@@ -23,8 +23,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import logging
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -37,11 +35,10 @@ from sqlalchemy.sql import literal
 from . import catalog, raw
 from .catalog import first_line
 from .errors import CatalogError, ConfigurationError, IntegrityError, LockRetriesExhausted
-from .executor import RETRYABLE
 from .identifiers import TableName, check_length, quote, truncated_name
+from .lock_retries import is_lock_error, with_lock_retries
 from .settings import Settings
 
-log = logging.getLogger("alembic_integrity")
 
 DEFAULT_LOG_TABLE = "alembic_integrity.repair_log"
 DEFAULT_LOG_SCHEMA = "alembic_integrity"
@@ -352,31 +349,28 @@ def run_short(conn: Connection, sql: str | list[str], settings: Settings,
     between batches leaves every committed batch complete with its log rows.
     """
     statements = [sql] if isinstance(sql, str) else sql
-    for attempt in range(settings.retries + 1):
-        try:
-            with transaction(conn):
-                raw.execute(conn, f"SET LOCAL lock_timeout = '{settings.lock_timeout_ms}ms'")
-                result = None
-                for statement in statements:
-                    result = raw.execute(conn, statement)
-                return [tuple(r) for r in result] if result is not None and \
-                    result.returns_rows else []
-        except DBAPIError as err:
-            code = catalog.sqlstate(err)
-            if code in RETRYABLE and attempt < settings.retries:
-                delay = settings.delay_s(attempt)
-                log.info("  %s: lock not available, retrying in %.2fs", doing, delay)
-                time.sleep(delay)
-                continue
-            if code in RETRYABLE:
-                raise LockRetriesExhausted(
-                    f"{doing}: rows stayed locked by other sessions beyond lock_timeout="
-                    f"{settings.lock_timeout_ms}ms after {attempt + 1} attempts; this batch "
-                    "changed nothing. Run again when the blocking session is done (the "
-                    "repair resumes where it stopped)"
-                ) from err
-            raise translate(err, doing) from err
-    raise AssertionError("unreachable")
+
+    def once() -> list[tuple[Any, ...]]:
+        with transaction(conn):
+            raw.execute(conn, f"SET LOCAL lock_timeout = '{settings.lock_timeout_ms}ms'")
+            result = None
+            for statement in statements:
+                result = raw.execute(conn, statement)
+            return [tuple(r) for r in result] if result is not None and \
+                result.returns_rows else []
+
+    try:
+        rows, _ = with_lock_retries(once, settings, doing)
+    except DBAPIError as err:
+        if is_lock_error(err):
+            raise LockRetriesExhausted(
+                f"{doing}: rows stayed locked by other sessions beyond lock_timeout="
+                f"{settings.lock_timeout_ms}ms after {settings.retries + 1} attempts; this "
+                "batch changed nothing. Run again when the blocking session is done (the "
+                "repair resumes where it stopped)"
+            ) from err
+        raise translate(err, doing) from err
+    return rows
 
 
 def translate(err: DBAPIError, doing: str) -> IntegrityError:
@@ -409,7 +403,7 @@ def exclusive(conn: Connection, tables: LogTables, doing: str) -> Iterator[None]
             raw.execute(conn, f"SET LOCAL lock_timeout = '{LOCK_WAIT_FOR_PEER_S}s'")
             raw.execute(conn, f"SELECT pg_advisory_lock({tables.lock_key})")
     except DBAPIError as err:
-        if catalog.sqlstate(err) in RETRYABLE:
+        if is_lock_error(err):
             raise IntegrityError(
                 f"{doing}: another repair or restore using {tables.label} is running; "
                 "wait for it to finish"
