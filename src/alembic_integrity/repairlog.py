@@ -39,7 +39,6 @@ from .identifiers import TableName, check_length, quote, truncated_name
 from .lock_retries import is_lock_error, with_lock_retries
 from .settings import Settings
 
-
 DEFAULT_LOG_TABLE = "alembic_integrity.repair_log"
 DEFAULT_LOG_SCHEMA = "alembic_integrity"
 
