@@ -24,6 +24,7 @@ from sqlalchemy.engine import URL, make_url
 
 import alembic_integrity  # noqa: F401  (registers the ensure_* operations on op)
 from alembic_integrity.autogenerate import integrity_autogenerate
+from alembic_integrity.database import normalize_url
 from alembic_integrity.errors import ConfigurationError
 from alembic_integrity.reference.models import GATEWAY_SCHEMA, metadata
 
@@ -38,18 +39,7 @@ if config.config_file_name is not None and config.attributes.get("configure_logg
 
 
 class MissingDatabaseURL(ConfigurationError, CommandError):
-    """No URL anywhere; a CommandError so the alembic CLI prints one line."""
-
-
-def normalize_url(raw: str) -> URL:
-    """Use psycopg 3 for bare ``postgresql://`` / ``postgres://`` URLs.
-
-    SQLAlchemy would otherwise pick psycopg2, which this project does not install.
-    """
-    url = make_url(raw)
-    if url.drivername in ("postgresql", "postgres"):
-        url = url.set(drivername="postgresql+psycopg")
-    return url
+    """No usable URL; a CommandError so the alembic CLI prints one line."""
 
 
 def configured_url() -> str | None:
@@ -77,7 +67,10 @@ def database_url(offline: bool) -> URL:
         raise MissingDatabaseURL(
             "no database URL: set DATABASE_URL (or pass -x url=... to alembic)"
         )
-    return normalize_url(raw)
+    try:
+        return normalize_url(raw)  # postgresql:// means psycopg 3 here, not psycopg2
+    except ConfigurationError as err:
+        raise MissingDatabaseURL(str(err)) from err
 
 
 def include_name(name: str | None, type_: str, parent_names: dict[str, str | None]) -> bool:
