@@ -5,7 +5,7 @@ case (the one judged) each is broken by a few rows in ten thousand; in the
 ``dense`` case one column was never backfilled, so half the rows break its
 NOT NULL. We time (median of 3 interleaved rounds, after one warm-up run):
 
-* ``audit``             ``alembic_integrity.audit.audit()`` end to end: catalog reads, the
+* ``audit``             ``alembic_integrity.audit.core.audit()`` end to end: catalog reads, the
                         predicate parse checks, and the READ ONLY counting pass with the
                         first 5 violating keys of every rule;
 * ``audit, no sample``  the same with ``sample=0`` (shows what collecting samples costs);
@@ -58,10 +58,10 @@ from sqlalchemy import (
 )
 
 import alembic_integrity
-from alembic_integrity import raw
-from alembic_integrity.audit import audit
-from alembic_integrity.model_rules import DeclaredRules, rules_from_metadata
-from alembic_integrity.throwaway import throwaway_postgres
+from alembic_integrity.audit.core import audit
+from alembic_integrity.pg import raw
+from alembic_integrity.pg.throwaway import throwaway_postgres
+from alembic_integrity.rules.metadata import DeclaredRules, rules_from_metadata
 
 DEFAULT_ROWS = 2_000_000
 DEFAULT_JSON = Path(__file__).resolve().parent / "results" / "audit.json"

@@ -50,8 +50,8 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 
 import alembic_integrity  # registers the ensure_* operations
+from alembic_integrity.pg.throwaway import throwaway_postgres
 from alembic_integrity.settings import Settings
-from alembic_integrity.throwaway import throwaway_postgres
 
 DEFAULT_ROWS = 2_000_000
 DEFAULT_JSON = Path(__file__).resolve().parent / "results" / "migrations.json"

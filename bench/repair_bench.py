@@ -44,13 +44,13 @@ from rich.console import Console
 from rich.table import Table as RichTable
 from sqlalchemy import Engine, create_engine
 
-from alembic_integrity import raw
-from alembic_integrity.identifiers import TableName
-from alembic_integrity.model_rules import DeclaredRules
-from alembic_integrity.policies import Delete, Invalidate, Policy, Sql
+from alembic_integrity.pg import raw
+from alembic_integrity.pg.identifiers import TableName
+from alembic_integrity.pg.throwaway import throwaway_postgres
 from alembic_integrity.repair import RepairResult, repair
-from alembic_integrity.rules import CheckRule
-from alembic_integrity.throwaway import throwaway_postgres
+from alembic_integrity.rules.kinds import CheckRule
+from alembic_integrity.rules.metadata import DeclaredRules
+from alembic_integrity.rules.policies import Delete, Invalidate, Policy, Sql
 
 DEFAULT_ROWS = 2_000_000
 DEFAULT_VIOLATING = 100_000

@@ -27,7 +27,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import psycopg as _dialect  # noqa: F401
 from sqlalchemy.pool import NullPool
 
-from alembic_integrity.throwaway import ThrowawayServer
+from alembic_integrity.pg.throwaway import ThrowawayServer
 
 RESULTS = Path(__file__).resolve().parent / "results" / "throwaway_startup.json"
 

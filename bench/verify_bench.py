@@ -46,8 +46,8 @@ from alembic.config import Config
 from rich.console import Console
 from rich.table import Table
 
-from alembic_integrity.pytest_plugin import fresh_database
-from alembic_integrity.throwaway import ThrowawayServer
+from alembic_integrity.pg.throwaway import ThrowawayServer
+from alembic_integrity.testing.pytest_plugin import fresh_database
 from alembic_integrity.verify import verify
 
 ROOT = Path(__file__).resolve().parents[1]

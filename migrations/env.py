@@ -24,9 +24,9 @@ from sqlalchemy.engine import URL, make_url
 
 import alembic_integrity  # noqa: F401  (registers the ensure_* operations on op)
 from alembic_integrity.autogenerate import integrity_autogenerate
-from alembic_integrity.database import normalize_url
+from alembic_integrity.demo.models import GATEWAY_SCHEMA, metadata
 from alembic_integrity.errors import ConfigurationError
-from alembic_integrity.reference.models import GATEWAY_SCHEMA, metadata
+from alembic_integrity.pg.database import normalize_url
 
 config = context.config
 target_metadata = metadata

@@ -11,7 +11,7 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Engine, create_engine, event
 
 import alembic_integrity  # noqa: F401  (registers the operations)
-from alembic_integrity import raw
+from alembic_integrity.pg import raw
 
 
 @pytest.fixture

@@ -28,12 +28,12 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import URL
 
-from alembic_integrity import raw
-from alembic_integrity.audit import AuditReport, Finding, audit
+from alembic_integrity.audit.core import AuditReport, Finding, audit
 from alembic_integrity.cli import main
-from alembic_integrity.model_rules import DeclaredRules, rules_from_metadata
-from alembic_integrity.policies import Expectation, expect
-from alembic_integrity.report import audit_dict, audit_markdown
+from alembic_integrity.cli.render import audit_dict, audit_markdown
+from alembic_integrity.pg import raw
+from alembic_integrity.rules.metadata import DeclaredRules, rules_from_metadata
+from alembic_integrity.rules.policies import Expectation, expect
 
 ROOT = Path(__file__).resolve().parents[1]
 NAMING = {"ck": "ck_%(table_name)s_%(constraint_name)s",
@@ -537,8 +537,8 @@ def test_reference_legacy_schema_finds_exactly_the_planted_rows(
     from alembic import command
     from alembic.config import Config
 
-    from alembic_integrity.reference import datagen
-    from alembic_integrity.reference.models import metadata
+    from alembic_integrity.demo import datagen
+    from alembic_integrity.demo.models import metadata
 
     url = url_text(integrity_database_url)
     config = Config(str(ROOT / "alembic.ini"))

@@ -16,7 +16,7 @@ from alembic.config import Config
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine
 
-from alembic_integrity.reference import datagen
+from alembic_integrity.demo import datagen
 
 ROOT = Path(__file__).resolve().parents[1]
 # squawk rules the offline SQL still triggers, each explained in the README.

@@ -14,7 +14,7 @@ from conftest import sql
 
 MODELS = '''
 from sqlalchemy import CheckConstraint, Column, Integer, MetaData, Table, Text
-from alembic_integrity.policies import Manual, SetValue, on_violation
+from alembic_integrity.rules.policies import Manual, SetValue, on_violation
 
 metadata = MetaData()
 Table("tickets", metadata,

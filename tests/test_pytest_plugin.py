@@ -15,8 +15,8 @@ import pytest
 # Imported here so they are in the sys.modules snapshot pytester restores after each in-process
 # run: the reference env.py imports them, and they register renderers with Alembic only once.
 import alembic_integrity.autogenerate
-import alembic_integrity.reference.models  # noqa: F401
-from alembic_integrity.pytest_plugin import TEST_URL_ENV
+import alembic_integrity.demo.models  # noqa: F401
+from alembic_integrity.testing.pytest_plugin import TEST_URL_ENV
 
 pytest_plugins = ["pytester"]
 
@@ -145,7 +145,8 @@ def test_a_single_test_file_run_does_not_add_them(project: pytest.Pytester) -> N
 
 def test_importing_the_class_is_the_other_one_line_switch(project: pytest.Pytester) -> None:
     project.makepyfile(test_inner_verify_import=(
-        "from alembic_integrity.pytest_plugin import TestAlembicMigrations  # noqa: F401\n"))
+        "from alembic_integrity.testing.pytest_plugin import TestAlembicMigrations"
+        "  # noqa: F401\n"))
     result = project.runpytest("-v")
     result.assert_outcomes(passed=len(generated(REVISIONS)))
     node = "test_inner_verify_import.py::TestAlembicMigrations"

@@ -27,9 +27,9 @@ from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import URL
 from sqlalchemy.schema import CreateIndex, CreateTable
 
-from alembic_integrity.reference import datagen
-from alembic_integrity.reference.datagen import Manifest
-from alembic_integrity.reference.models import GATEWAY_SCHEMA, metadata
+from alembic_integrity.demo import datagen
+from alembic_integrity.demo.datagen import Manifest
+from alembic_integrity.demo.models import GATEWAY_SCHEMA, metadata
 
 ROOT = Path(__file__).resolve().parents[1]
 FAILED_SEQUENCE_NUMBERS = [

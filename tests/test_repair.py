@@ -18,9 +18,11 @@ from sqlalchemy import Engine
 
 from alembic_integrity.cli import main
 from alembic_integrity.errors import ConfigurationError, IntegrityError
-from alembic_integrity.identifiers import TableName
-from alembic_integrity.model_rules import DeclaredRules
-from alembic_integrity.policies import (
+from alembic_integrity.pg.identifiers import TableName
+from alembic_integrity.repair import RepairResult, repair, repair_rule
+from alembic_integrity.rules.kinds import CheckRule, ForeignKeyRule, NotNullRule, Rule
+from alembic_integrity.rules.metadata import DeclaredRules
+from alembic_integrity.rules.policies import (
     Delete,
     Invalidate,
     Manual,
@@ -30,8 +32,6 @@ from alembic_integrity.policies import (
     SetValue,
     Sql,
 )
-from alembic_integrity.repair import RepairResult, repair, repair_rule
-from alembic_integrity.rules import CheckRule, ForeignKeyRule, NotNullRule, Rule
 from conftest import sql
 
 LOG = "alembic_integrity.repair_log"
@@ -431,7 +431,7 @@ def test_repair_rule_on_an_autocommit_connection(shop: Engine) -> None:
 
 MODELS = '''
 from sqlalchemy import BigInteger, Boolean, CheckConstraint, Column, MetaData, Table, Text
-from alembic_integrity.policies import Delete, Invalidate, Manual, on_violation
+from alembic_integrity.rules.policies import Delete, Invalidate, Manual, on_violation
 
 metadata = MetaData()
 Table("Order", metadata, Column("Region", Text, primary_key=True),
@@ -631,7 +631,7 @@ def legacy(engine: Engine) -> tuple[Engine, Any]:
     from alembic import command
     from alembic.config import Config
 
-    from alembic_integrity.reference.datagen import generate
+    from alembic_integrity.demo.datagen import generate
 
     root = Path(__file__).resolve().parents[1]
     config = Config(str(root / "alembic.ini"))
@@ -646,8 +646,8 @@ def legacy(engine: Engine) -> tuple[Engine, Any]:
 
 def reference_rule(name: str, *policies: Policy) -> tuple[Rule, list[Rule]]:
     """A rule of the reference models with these policies, and the models' foreign keys."""
-    from alembic_integrity.model_rules import rules_from_metadata
-    from alembic_integrity.reference.models import metadata
+    from alembic_integrity.demo.models import metadata
+    from alembic_integrity.rules.metadata import rules_from_metadata
 
     found = rules_from_metadata(metadata).rules
     rule = next(r for r in found if r.name == name)
@@ -690,7 +690,7 @@ def test_scenario_3_orphaned_outcomes_relinked_one_to_one(legacy: tuple[Engine, 
                                 "inference_id IS NULL AND id IN "
                                 f"({', '.join(map(str, manifest.no_candidate_outcomes))})")
     assert no_candidate == [(len(manifest.no_candidate_outcomes),)]
-    from alembic_integrity.restore import restore
+    from alembic_integrity.repair.restore import restore
 
     assert restore(engine, result.repair_id).restored == 27
     assert table_sum(engine, "gateway.routing_outcomes", "id") == before

@@ -7,11 +7,11 @@ import pytest
 from sqlalchemy import Engine
 
 from alembic_integrity.errors import CatalogError, IntegrityError
-from alembic_integrity.identifiers import TableName
-from alembic_integrity.policies import Delete, Invalidate, Quarantine, Relink, SetValue
+from alembic_integrity.pg.identifiers import TableName
 from alembic_integrity.repair import repair
-from alembic_integrity.restore import restore
-from alembic_integrity.rules import CheckRule, ForeignKeyRule, NotNullRule
+from alembic_integrity.repair.restore import restore
+from alembic_integrity.rules.kinds import CheckRule, ForeignKeyRule, NotNullRule
+from alembic_integrity.rules.policies import Delete, Invalidate, Quarantine, Relink, SetValue
 from conftest import sql
 from test_repair import (
     CUSTOMER,

@@ -19,14 +19,14 @@ from alembic.config import Config
 from click.testing import CliRunner
 from sqlalchemy import Engine
 
-from alembic_integrity import raw
-from alembic_integrity.audit import audit
+from alembic_integrity.audit.core import audit
+from alembic_integrity.audit.preflight import preflight
 from alembic_integrity.cli import cli
-from alembic_integrity.model_rules import DeclaredRules, rules_from_metadata
-from alembic_integrity.preflight import preflight
-from alembic_integrity.reference import datagen, decisions
-from alembic_integrity.reference.models import metadata
+from alembic_integrity.demo import datagen, decisions
+from alembic_integrity.demo.models import metadata
+from alembic_integrity.pg import raw
 from alembic_integrity.repair import RepairResult, repair
+from alembic_integrity.rules.metadata import DeclaredRules, rules_from_metadata
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -18,7 +18,7 @@ import sqlalchemy as sa
 from sqlalchemy.pool import NullPool
 
 from alembic_integrity.errors import ServerUnavailable
-from alembic_integrity.throwaway import (
+from alembic_integrity.pg.throwaway import (
     BINDIR_ENV,
     ThrowawayServer,
     find_bindir,
@@ -210,7 +210,7 @@ CTRL_C_SCRIPT = textwrap.dedent(
     """
     import signal, sys, time
     import sqlalchemy as sa
-    from alembic_integrity.throwaway import throwaway_postgres
+    from alembic_integrity.pg.throwaway import throwaway_postgres
 
     # a shell may start us with SIGINT ignored; we want Python's KeyboardInterrupt
     signal.signal(signal.SIGINT, signal.default_int_handler)

@@ -265,7 +265,7 @@ def test_drift_missing_not_null_and_foreign_key(tmp_path: Path,
 
 def test_extra_database_constraint_warns_unless_strict(tmp_path: Path,
                                                        integrity_postgres_url: str) -> None:
-    from alembic_integrity.pytest_plugin import fresh_database
+    from alembic_integrity.testing.pytest_plugin import fresh_database
 
     ini = make_project(tmp_path, [
         *good_revisions(),
@@ -413,7 +413,7 @@ def test_env_py_that_connects_elsewhere_is_stopped(tmp_path: Path, integrity_pos
 
 
 def _fresh(server_url: str):  # type: ignore[no-untyped-def]
-    from alembic_integrity.pytest_plugin import fresh_database
+    from alembic_integrity.testing.pytest_plugin import fresh_database
 
     return fresh_database(server_url)
 

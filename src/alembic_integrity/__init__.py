@@ -8,8 +8,8 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-from . import implementations as _implementations  # noqa: F401  (registers the ops)
 from .errors import IntegrityError, ValidationFailed
+from .operations import toimpl as _implementations  # noqa: F401  (registers the ops)
 from .settings import Settings
 
 __all__ = ["IntegrityError", "Settings", "ValidationFailed", "__version__"]

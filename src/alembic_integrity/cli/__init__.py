@@ -12,8 +12,8 @@ import sys
 import click
 from sqlalchemy.exc import DBAPIError
 
-from ..catalog import first_line
 from ..errors import IntegrityError
+from ..pg.catalog import first_line
 from ._common import State
 
 

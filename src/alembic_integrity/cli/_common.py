@@ -10,9 +10,14 @@ from typing import Any
 import click
 from sqlalchemy import Engine
 
-from .. import database
 from ..errors import ConfigurationError
-from ..model_rules import DeclaredRules, load_metadata, metadata_from_alembic, rules_from_metadata
+from ..pg import database
+from ..rules.metadata import (
+    DeclaredRules,
+    load_metadata,
+    metadata_from_alembic,
+    rules_from_metadata,
+)
 
 
 @dataclass

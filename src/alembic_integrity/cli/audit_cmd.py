@@ -16,12 +16,11 @@ import click
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from .. import report as render
-from ..audit import AuditReport, audit
-from ..audit import Progress as ProgressCallback
+from ..audit.core import AuditReport, audit
+from ..audit.core import Progress as ProgressCallback
 from ..errors import ConfigurationError
 from ..settings import parse_value
-from . import cli
+from . import cli, render
 from ._common import declared_rules, engine_for, metadata_options, url_option
 
 _FILE_WIDTH = 160  # a table written to a file is not squeezed to 80 columns

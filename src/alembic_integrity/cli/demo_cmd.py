@@ -21,7 +21,7 @@ from . import cli
 @click.option("--url", help="Use this (empty) database instead of a throwaway server.")
 def demo_command(config_path: Path, rows: int, url: str | None) -> None:
     """Legacy schema, dirty data, audit, repair, restore, upgrade head, twice, clean audit."""
-    from ..reference import demo  # imported here: it pulls in the whole toolkit
+    from ..demo import story as demo  # imported here: it pulls in the whole toolkit
 
     if not config_path.exists():
         raise ConfigurationError(f"{config_path} not found; run the demo from the repository "

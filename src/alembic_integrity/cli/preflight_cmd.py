@@ -8,10 +8,9 @@ from pathlib import Path
 import click
 from rich.console import Console
 
-from .. import report as render
-from ..preflight import PreflightResult, preflight
-from ..repairlog import DEFAULT_LOG_TABLE
-from . import cli
+from ..audit.preflight import PreflightResult, preflight
+from ..repair.log import DEFAULT_LOG_TABLE
+from . import cli, render
 from ._common import declared_rules, engine_for, metadata_options, url_option
 from .audit_cmd import Duration, _progress
 

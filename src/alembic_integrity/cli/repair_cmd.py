@@ -16,13 +16,12 @@ from rich.console import Console
 from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError
 
-from .. import report as render
-from ..catalog import first_line
 from ..errors import IntegrityError
+from ..pg.catalog import first_line
 from ..repair import RepairProgress, RepairResult, repair
-from ..repairlog import DEFAULT_LOG_TABLE
-from ..restore import RestoreResult, restore
-from . import cli
+from ..repair.log import DEFAULT_LOG_TABLE
+from ..repair.restore import RestoreResult, restore
+from . import cli, render
 from ._common import declared_rules, engine_for, metadata_options, url_option
 
 _FORMATS = click.Choice(["table", "json"])

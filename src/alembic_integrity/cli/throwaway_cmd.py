@@ -20,7 +20,7 @@ from typing import Any
 
 import click
 
-from ..throwaway import ThrowawayServer
+from ..pg.throwaway import ThrowawayServer
 from . import cli
 
 _FORWARD_TIMEOUT_S = 10.0

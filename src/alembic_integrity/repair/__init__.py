@@ -49,13 +49,13 @@ from collections.abc import Sequence
 from sqlalchemy import Connection, Engine
 
 from ..errors import ConfigurationError
-from ..model_rules import DeclaredRules
-from ..repairlog import DEFAULT_LOG_TABLE, LogTables, autocommit_connection
-from ..rules import ForeignKeyRule, Rule
+from ..rules.kinds import ForeignKeyRule, Rule
+from ..rules.metadata import DeclaredRules
 from ..settings import Settings
 from .apply import apply_all
 from .batch import Progress, RepairProgress
 from .dryrun import dry_run
+from .log import DEFAULT_LOG_TABLE, LogTables, autocommit_connection
 from .result import PolicyOutcome, RepairResult, RuleOutcome
 from .tables import Tables
 from .targets import probe, select_targets

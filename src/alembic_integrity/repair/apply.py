@@ -8,11 +8,11 @@ from collections.abc import Sequence
 from sqlalchemy import Connection
 from sqlalchemy.exc import DBAPIError
 
-from .. import raw
 from ..errors import IntegrityError
-from ..repairlog import LogTables, exclusive, lit, run_short, transaction, translate
+from ..pg import raw
 from ..settings import Settings
 from .batch import Batch, Progress
+from .log import LogTables, exclusive, lit, run_short, transaction, translate
 from .result import RepairResult, RuleOutcome
 from .summary import summarise
 from .tables import Target

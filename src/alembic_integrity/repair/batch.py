@@ -8,9 +8,9 @@ from typing import Any
 
 from sqlalchemy import Connection
 
-from .. import raw
-from ..repairlog import CHANGE_ACTIONS, LogTables, run_short
+from ..pg import raw
 from ..settings import Settings
+from .log import CHANGE_ACTIONS, LogTables, run_short
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 from sqlalchemy import Connection
 
-from ..repairlog import CHANGES_SQL, SAMPLE, format_key, transaction
+from .log import CHANGES_SQL, SAMPLE, format_key, transaction
 from .plans import PolicyPlan
 from .result import PolicyOutcome, RepairResult, RuleOutcome, key_samples
 from .tables import Target

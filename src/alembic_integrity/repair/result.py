@@ -11,7 +11,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..repairlog import DEFAULT_LOG_TABLE, SAMPLE, format_key
+from .log import DEFAULT_LOG_TABLE, SAMPLE, format_key
 
 NO_POLICY = "no policy"
 STILL_VIOLATES = "changed by its policy but still breaks the rule"

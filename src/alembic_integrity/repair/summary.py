@@ -7,9 +7,9 @@ from typing import Any
 
 from sqlalchemy import Connection
 
-from .. import raw
-from ..repairlog import CHANGE_ACTIONS, CHANGES_SQL, SAMPLE, format_key, lit, transaction
+from ..pg import raw
 from .batch import Batch
+from .log import CHANGE_ACTIONS, CHANGES_SQL, SAMPLE, format_key, lit, transaction
 from .plans import NO_PRIMARY_KEY, ManualPlan, PolicyPlan
 from .result import PolicyOutcome, RuleOutcome, key_samples
 from .tables import Target

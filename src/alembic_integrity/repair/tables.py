@@ -12,11 +12,11 @@ from typing import Any
 
 from sqlalchemy import Connection, text
 
-from .. import catalog
-from ..identifiers import TableName, quote
-from ..policies import Policy
-from ..repairlog import TableInfo, load_table
-from ..rules import ForeignKeyRule, NotNullRule, Rule
+from ..pg import catalog
+from ..pg.identifiers import TableName, quote
+from ..rules.kinds import ForeignKeyRule, NotNullRule, Rule
+from ..rules.policies import Policy
+from .log import TableInfo, load_table
 from .plans import PolicyPlan, plan_for
 
 

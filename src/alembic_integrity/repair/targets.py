@@ -8,10 +8,10 @@ from typing import Any
 from sqlalchemy import Connection
 from sqlalchemy.exc import DBAPIError
 
-from .. import catalog, raw
-from ..catalog import first_line
 from ..errors import ConfigurationError, PredicateError
-from ..rules import ForeignKeyRule, Rule
+from ..pg import catalog, raw
+from ..pg.catalog import first_line
+from ..rules.kinds import ForeignKeyRule, Rule
 from .result import RuleOutcome
 from .tables import Tables, Target
 

@@ -50,8 +50,8 @@ from pathlib import Path
 
 from sqlalchemy import MetaData, create_engine
 
-from ..database import shown
 from ..errors import ConfigurationError
+from ..pg.database import shown
 from .data import DataLoader, data_label, load_data_source
 from .drift import Drift, drift
 from .inputs import require_empty, resolve_metadata, target_database

@@ -7,11 +7,11 @@ from typing import Any
 
 from sqlalchemy import Connection, MetaData, text
 
-from .. import catalog
 from ..errors import IntegrityError
-from ..identifiers import TableName
-from ..model_rules import DeclaredRules, constraint_name, rules_from_metadata
-from ..rules import CheckRule, ForeignKeyRule, NotNullRule, Rule
+from ..pg import catalog
+from ..pg.identifiers import TableName
+from ..rules.kinds import CheckRule, ForeignKeyRule, NotNullRule, Rule
+from ..rules.metadata import DeclaredRules, constraint_name, rules_from_metadata
 
 
 @dataclass

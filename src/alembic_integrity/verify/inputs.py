@@ -8,9 +8,9 @@ from collections.abc import Iterator
 
 from sqlalchemy import Engine, MetaData, text
 
-from ..database import shown
 from ..errors import ConfigurationError, IntegrityError
-from ..model_rules import load_metadata, metadata_from_alembic
+from ..pg.database import shown
+from ..rules.metadata import load_metadata, metadata_from_alembic
 
 
 def resolve_metadata(metadata: MetaData | str | None, config_path: str,
@@ -57,7 +57,7 @@ def target_database(url: str | None,
     if url is not None:
         yield url, "given", None
         return
-    from ..throwaway import ThrowawayServer
+    from ..pg.throwaway import ThrowawayServer
 
     with ThrowawayServer(docker=docker) as server:
         yield server.url, f"throwaway ({server.mode})", server.startup_seconds

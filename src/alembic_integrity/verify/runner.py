@@ -14,8 +14,8 @@ from typing import Any
 from sqlalchemy import Connection, Engine, create_engine, text
 from sqlalchemy.pool import NullPool
 
-from ..database import normalize_url, shown
 from ..errors import ConfigurationError
+from ..pg.database import normalize_url, shown
 
 
 @contextlib.contextmanager

@@ -10,7 +10,7 @@ from typing import Any
 
 from sqlalchemy import Engine, MetaData
 
-from ..schema_snapshot import SchemaSnapshot, differences, take
+from ..pg.snapshot import SchemaSnapshot, differences, take
 from .data import DataLoader
 from .drift import drift
 from .failures import fail_from_exception

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from ...errors import ConfigurationError
-from ...policies import Delete, Invalidate, Manual, Policy, Quarantine, Relink, SetValue
+from ...rules.policies import Delete, Invalidate, Manual, Policy, Quarantine, Relink, SetValue
 from .base import NO_PRIMARY_KEY, PolicyPlan
 from .delete import DeletePlan
 from .manual import ManualPlan

@@ -5,17 +5,17 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from ...identifiers import TableName
-from ...policies import Policy
-from ...repairlog import (
+from ...pg.identifiers import TableName
+from ...rules.kinds import ForeignKeyRule, NotNullRule, Rule
+from ...rules.policies import Policy
+from ..batch import Batch, RepairProgress
+from ..log import (
     CHANGE_ACTIONS,
     LOG_COLUMNS,
     TableInfo,
     lit,
     run_short,
 )
-from ...rules import ForeignKeyRule, NotNullRule, Rule
-from ..batch import Batch, RepairProgress
 
 if TYPE_CHECKING:
     from ..tables import Target

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from ...identifiers import TableName, quote
-from ...policies import Delete
-from ...repairlog import lit
+from ...pg.identifiers import TableName, quote
+from ...rules.policies import Delete
 from ..batch import Batch
+from ..log import lit
 from .base import PolicyPlan, table_privilege
 
 if TYPE_CHECKING:

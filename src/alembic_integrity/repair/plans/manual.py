@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from ...policies import Manual
-from ...repairlog import lit
+from ...rules.policies import Manual
+from ..log import lit
 from .base import PolicyPlan
 
 

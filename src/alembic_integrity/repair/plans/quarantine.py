@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from ...identifiers import TableName, truncated_name
-from ...policies import Quarantine
-from ...repairlog import lit, run_short
+from ...pg.identifiers import TableName, truncated_name
+from ...rules.policies import Quarantine
 from ..batch import Batch
+from ..log import lit, run_short
 from .base import table_privilege
 from .delete import DeletePlan
 

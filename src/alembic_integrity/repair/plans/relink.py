@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from ... import raw
 from ...errors import ConfigurationError
-from ...identifiers import quote
-from ...policies import Relink
-from ...repairlog import lit, transaction
+from ...pg import raw
+from ...pg.identifiers import quote
+from ...rules.policies import Relink
 from ..batch import Batch
+from ..log import lit, transaction
 from .base import PolicyPlan, rule_column
 
 NOT_BIJECTIVE = "not relinked: the match over this policy's rows is not one-to-one"

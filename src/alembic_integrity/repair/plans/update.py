@@ -5,10 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 from ...errors import ConfigurationError
-from ...identifiers import quote
-from ...policies import Invalidate, SetValue, Sql
-from ...repairlog import lit
+from ...pg.identifiers import quote
+from ...rules.policies import Invalidate, SetValue, Sql
 from ..batch import Batch
+from ..log import lit
 from .base import PolicyPlan, rule_column
 
 

@@ -1,0 +1,148 @@
+"""Decide what an ``ensure_*`` operation must do, from the catalog.
+
+A plan is a list of short transactions. Each is run (or, offline, printed)
+on its own with a lock or statement timeout, so no step ever holds a strong
+lock while it scans. An empty plan means the rule is already in place.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from sqlalchemy import Connection
+
+from ..pg import catalog
+from ..pg.identifiers import TableName, quote
+from ..rules.kinds import (
+    CheckRule,
+    ForeignKeyRule,
+    NotNullRule,
+    Rule,
+    drop_constraint_sql,
+    validate_sql,
+)
+
+
+@dataclass(frozen=True)
+class Step:
+    """One transaction of its own."""
+
+    purpose: str
+    statements: tuple[str, ...]
+    kind: str = "ddl"  # "ddl": short, under lock_timeout; "validate": the long scan
+    rule: Rule | None = None  # for VALIDATE: whose violations to report on failure
+
+
+@dataclass
+class Plan:
+    action: str
+    detail: str
+    steps: list[Step] = field(default_factory=list)
+
+    @property
+    def noop(self) -> bool:
+        return not self.steps
+
+
+def _add(rule: CheckRule | ForeignKeyRule, replace: bool) -> Step:
+    purpose = f"replace {rule.label} (NOT VALID)" if replace else f"add {rule.label} (NOT VALID)"
+    return Step(purpose, (drop_constraint_sql(rule.table, rule.name), rule.add_sql()), rule=rule)
+
+
+def _validate(rule: CheckRule | ForeignKeyRule, shown: Rule | None = None) -> Step:
+    return Step(f"validate {rule.label}", (validate_sql(rule.table, rule.name),),
+                kind="validate", rule=shown or rule)
+
+
+def _add_then_validate(rule: CheckRule | ForeignKeyRule, action: str, detail: str) -> Plan:
+    return Plan(action, detail, [_add(rule, action == "replace"), _validate(rule)])
+
+
+def plan_check(conn: Connection | None, rule: CheckRule) -> Plan:
+    if conn is None:
+        return _add_then_validate(rule, "replace", "offline: drop if exists, add, validate")
+    oid = catalog.require_table(conn, rule.table, f"ensure_check_constraint {rule.name}")
+    live = catalog.constraint(conn, oid, rule.name)
+    if live is None:
+        catalog.normalized_check(conn, rule)  # a predicate that does not parse fails here
+        return _add_then_validate(rule, "add", "absent")
+    wanted = catalog.normalized_check(conn, rule)
+    if live.contype == "c" and live.definition == wanted:
+        if live.validated:
+            return Plan("none", "present, same definition, valid")
+        return Plan("validate", "present, same definition, NOT VALID", [_validate(rule)])
+    other = f"present with another definition: {live.definition}"
+    return _add_then_validate(rule, "replace", other)
+
+
+def plan_foreign_key(conn: Connection | None, rule: ForeignKeyRule) -> Plan:
+    if conn is None:
+        return _add_then_validate(rule, "replace", "offline: drop if exists, add, validate")
+    doing = f"ensure_foreign_key {rule.name}"
+    oid = catalog.require_table(conn, rule.table, doing)
+    catalog.require_table(conn, rule.referent, doing)
+    live = catalog.constraint(conn, oid, rule.name)
+    if live is None:
+        return _add_then_validate(rule, "add", "absent")
+    if catalog.same_foreign_key(conn, live, rule):
+        if live.validated:
+            return Plan("none", "present, same definition, valid")
+        return Plan("validate", "present, same definition, NOT VALID", [_validate(rule)])
+    other = f"present with another definition: {live.definition}"
+    return _add_then_validate(rule, "replace", other)
+
+
+def _set_not_null(rule: NotNullRule) -> Step:
+    return Step(
+        f"set {rule.label}, drop helper check {rule.name}",
+        (
+            f"ALTER TABLE {rule.table.sql} ALTER COLUMN {quote(rule.column)} SET NOT NULL",
+            drop_constraint_sql(rule.table, rule.name),
+        ),
+    )
+
+
+def plan_not_null(conn: Connection | None, rule: NotNullRule) -> Plan:
+    """NOT NULL via a validated helper CHECK, so SET NOT NULL needs no scan (PostgreSQL 12+)."""
+    helper = rule.as_check()
+    full = [_add(helper, False), _validate(helper, rule), _set_not_null(rule)]
+    if conn is None:
+        return Plan("set-not-null", "offline: helper check, validate, set not null", full)
+    oid = catalog.require_table(conn, rule.table, f"ensure_not_null {rule.label}")
+    not_null = catalog.column_not_null(conn, oid, rule.column)
+    if not_null is None:
+        raise catalog.CatalogError(
+            f"ensure_not_null: table {rule.table} has no column {rule.column!r}; "
+            "check the column name"
+        )
+    if not_null:
+        return Plan("none", "column is already NOT NULL")
+    live = catalog.constraint(conn, oid, helper.name)
+    if live is not None and live.contype == "c" and live.definition == catalog.normalized_check(
+        conn, helper
+    ):
+        if live.validated:
+            return Plan("set-not-null", "helper check valid", [_set_not_null(rule)])
+        return Plan("set-not-null", "helper check NOT VALID", full[1:])
+    return Plan("set-not-null", "nullable", full)
+
+
+def plan_drop(conn: Connection | None, table: TableName, name: str) -> Plan:
+    step = Step(f"drop {name}", (drop_constraint_sql(table, name),))
+    if conn is None:
+        return Plan("drop", "offline: drop if exists", [step])
+    oid = catalog.table_oid(conn, table)
+    if oid is None or catalog.constraint(conn, oid, name) is None:
+        return Plan("none", "absent")
+    return Plan("drop", "present", [step])
+
+
+def plan_nullable(conn: Connection | None, table: TableName, column: str) -> Plan:
+    step = Step(f"drop NOT NULL on {table}.{column}",
+                (f"ALTER TABLE {table.sql} ALTER COLUMN {quote(column)} DROP NOT NULL",))
+    if conn is None:
+        return Plan("drop-not-null", "offline", [step])
+    oid = catalog.table_oid(conn, table)
+    if oid is None or not catalog.column_not_null(conn, oid, column):
+        return Plan("none", "already nullable (or absent)")
+    return Plan("drop-not-null", "NOT NULL", [step])

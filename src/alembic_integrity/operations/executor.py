@@ -1,0 +1,115 @@
+"""Run a plan: each step in a transaction of its own, under a timeout, with retries.
+
+Online, steps run on the migration's connection inside Alembic's
+``autocommit_block`` (the migration's open transaction is committed first),
+with explicit ``BEGIN``/``COMMIT`` so that a ``SET LOCAL`` timeout covers
+exactly one step. Offline (``--sql``) the same statements are printed with
+the same boundaries; retries cannot be expressed in a script.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from sqlalchemy import Connection
+from sqlalchemy.exc import DBAPIError
+
+from ..audit.violations import validation_failure
+from ..errors import IntegrityError, LockRetriesExhausted
+from ..pg import catalog, raw
+from ..pg.locks import RETRYABLE, with_lock_retries
+from ..settings import Settings
+from .ddl_plan import Plan, Step
+
+log = logging.getLogger("alembic_integrity")
+
+QUERY_CANCELED = "57014"
+VIOLATIONS = {"23514", "23503", "23502"}
+
+Hook = Callable[[Connection, Step], None]
+
+
+@dataclass
+class Outcome:
+    """What an operation did; returned by ``op.ensure_*`` for tests and reports."""
+
+    operation: str
+    action: str
+    detail: str
+    statements: list[str] = field(default_factory=list)
+    attempts: int = 0
+
+
+def step_preamble(step: Step, settings: Settings) -> list[str]:
+    timeout = (settings.validate_statement_timeout_ms if step.kind == "validate"
+               else settings.ddl_statement_timeout_ms)
+    return [f"SET LOCAL lock_timeout = '{settings.lock_timeout_ms}ms'",
+            f"SET LOCAL statement_timeout = '{timeout}ms'"]
+
+
+def emit_offline(execute: Callable[[str], None], plan: Plan, settings: Settings) -> None:
+    for step in plan.steps:
+        execute("BEGIN")
+        for sql in [*step_preamble(step, settings), *step.statements]:
+            execute(sql)
+        execute("COMMIT")
+
+
+def run_online(conn: Connection, plan: Plan, settings: Settings, outcome: Outcome,
+               before_validate: Hook | None = None) -> None:
+    """Run each step on an AUTOCOMMIT connection; see the module docstring."""
+    for step in plan.steps:
+        if step.kind == "validate" and before_validate is not None:
+            before_validate(conn, step)
+        outcome.attempts += _run_step(conn, step, settings)
+        outcome.statements.extend(step.statements)
+        log.info("  %s: done", step.purpose)
+
+
+def _run_step(conn: Connection, step: Step, settings: Settings) -> int:
+    try:
+        _, tries = with_lock_retries(lambda: _execute_transaction(conn, step, settings),
+                                     settings, step.purpose)
+    except DBAPIError as err:
+        code = catalog.sqlstate(err)
+        raise _translate(conn, err, code, step, settings, settings.retries + 1) from err
+    return tries
+
+
+def _execute_transaction(conn: Connection, step: Step, settings: Settings) -> None:
+    raw.execute(conn, "BEGIN")
+    try:
+        for sql in [*step_preamble(step, settings), *step.statements]:
+            raw.execute(conn, sql)
+        raw.execute(conn, "COMMIT")
+    except BaseException:
+        raw.execute(conn, "ROLLBACK")
+        raise
+
+
+def _translate(conn: Connection, err: DBAPIError, code: str | None, step: Step,
+               settings: Settings, attempts: int) -> IntegrityError | DBAPIError:
+    if code in RETRYABLE:
+        return LockRetriesExhausted(
+            f"{step.purpose}: could not get the lock within lock_timeout="
+            f"{settings.lock_timeout_ms}ms after {attempts} attempts; nothing was changed by "
+            "this step. Find the blocking session (pg_stat_activity, pg_blocking_pids) or "
+            "raise lock_timeout / retries in [alembic_integrity], then run the upgrade again"
+        )
+    if step.kind == "validate" and code in VIOLATIONS and step.rule is not None:
+        return validation_failure(conn, step.rule)
+    if step.kind == "validate" and code == QUERY_CANCELED:
+        return IntegrityError(
+            f"{step.purpose}: VALIDATE exceeded validate_statement_timeout="
+            f"{settings.validate_statement_timeout_ms}ms; the constraint stays NOT VALID. "
+            "Raise the timeout (0 = none) and run the upgrade again"
+        )
+    if code == QUERY_CANCELED:
+        return IntegrityError(
+            f"{step.purpose}: exceeded ddl_statement_timeout={settings.ddl_statement_timeout_ms}ms "
+            "and was rolled back; this step should be instant, so check what it waited for "
+            "(pg_stat_activity) before raising the timeout"
+        )
+    return err

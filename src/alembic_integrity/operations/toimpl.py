@@ -1,0 +1,65 @@
+"""How the ``ensure_*`` operations run, online and offline (``--sql``)."""
+
+from __future__ import annotations
+
+import logging
+
+from alembic.operations import Operations
+from alembic.runtime.migration import MigrationContext
+
+from ..errors import ConfigurationError
+from ..settings import resolve
+from .executor import Outcome, emit_offline, run_online
+from .ops import (
+    EnsureCheckConstraintOp,
+    EnsureConstraintDroppedOp,
+    EnsureForeignKeyOp,
+    EnsureNotNullOp,
+    EnsureNullableOp,
+    EnsureOp,
+)
+from .repair_hook import repair_hook
+
+log = logging.getLogger("alembic_integrity")
+
+
+def perform(operations: Operations, op: EnsureOp) -> Outcome:
+    ctx = operations.get_context()
+    settings = resolve(ctx.config, **op.settings)
+    if ctx.as_sql:
+        plan = op.plan(None)
+        with ctx.autocommit_block():
+            if op.repair and plan.steps:
+                operations.execute("-- repair=True cannot run offline: run "
+                                   "'alembic-integrity repair --apply' before this script")
+            emit_offline(operations.execute, plan, settings)
+        return Outcome(op.op_name, plan.action, plan.detail)
+    plan = op.plan(operations.get_bind())
+    outcome = Outcome(op.op_name, plan.action, plan.detail)
+    log.info("%s: %s (%s)", op.label, "nothing to do" if plan.noop else plan.action, plan.detail)
+    if plan.noop:
+        return outcome
+    _require_owned_transaction(ctx)
+    hook = repair_hook(ctx, settings) if op.repair else None
+    with ctx.autocommit_block():
+        run_online(ctx.connection, plan, settings, outcome, hook)
+    return outcome
+
+
+def _require_owned_transaction(ctx: MigrationContext) -> None:
+    """autocommit_block can only commit a transaction that Alembic itself began."""
+    if getattr(ctx, "_in_external_transaction", False) or (
+        ctx.connection is not None
+        and ctx.connection.in_transaction()
+        and getattr(ctx, "_transaction", None) is None
+    ):
+        raise ConfigurationError(
+            "alembic_integrity operations commit between their steps, but the migration "
+            "runs inside a transaction that env.py opened itself (connection.begin()); use "
+            "'with context.begin_transaction():' in env.py as Alembic's template does"
+        )
+
+
+for _op_class in (EnsureCheckConstraintOp, EnsureNotNullOp, EnsureForeignKeyOp,
+                  EnsureConstraintDroppedOp, EnsureNullableOp):
+    Operations.implementation_for(_op_class)(perform)

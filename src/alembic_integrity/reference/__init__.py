@@ -1,1 +1,0 @@
-"""The reference schema reproducing the four scenarios: models and a data generator."""
