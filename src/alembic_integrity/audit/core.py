@@ -33,6 +33,7 @@ from ..pg import catalog, raw
 from ..pg.catalog import first_line
 from ..pg.database import shown
 from ..pg.identifiers import TableName, quote
+from ..rules import compare as rule_compare
 from ..rules.kinds import CheckRule, ExpectRule, ForeignKeyRule, NotNullRule, Rule
 from ..rules.metadata import DeclaredRules
 from . import violations
@@ -190,7 +191,7 @@ def _state(conn: Connection, oid: int, rule: Rule) -> tuple[str, str]:
 
 
 def _check_state(conn: Connection, oid: int, rule: CheckRule) -> tuple[str, str]:
-    wanted = catalog.normalized_check(conn, rule)  # raises PredicateError for a bad predicate
+    wanted = rule_compare.normalized_check(conn, rule)  # raises PredicateError for a bad predicate
     live = catalog.constraint(conn, oid, rule.name)
     if live is None:
         return "absent", ""
@@ -226,7 +227,7 @@ def _foreign_key_state(conn: Connection, oid: int, rule: ForeignKeyRule) -> tupl
     live = catalog.constraint(conn, oid, rule.name)
     if live is None:
         return "absent", ""
-    if not catalog.same_foreign_key(conn, live, rule):
+    if not rule_compare.same_foreign_key(conn, live, rule):
         return "other_definition", f"database has: {live.definition}"
     return ("valid", "") if live.validated else ("not_valid", "")
 

@@ -53,6 +53,7 @@ from ..operations.ops import (
 )
 from ..pg import catalog
 from ..pg.identifiers import MAX_IDENTIFIER_BYTES, TableName
+from ..rules import compare as rule_compare
 from ..rules.kinds import FK_ACTIONS, CheckRule, ForeignKeyRule, NotNullRule
 from ..rules.metadata import DeclaredRules, check_condition, constraint_name, rules_from_metadata
 
@@ -288,7 +289,7 @@ def _normalized_unnamed(conn: Connection, where: TableName,
         if constraint_name(const) is not None:
             continue
         try:
-            found.add(catalog.normalized_check(conn, CheckRule("probe", where,
+            found.add(rule_compare.normalized_check(conn, CheckRule("probe", where,
                                                                check_condition(const))))
         except PredicateError:
             continue  # refers to a column this revision adds: nothing live to match
@@ -298,7 +299,7 @@ def _normalized_unnamed(conn: Connection, where: TableName,
 def _check_differs(conn: Connection, rule: CheckRule, live: LiveCheck, metadata_table: Table,
                    conn_table: Table) -> bool:
     try:
-        return catalog.normalized_check(conn, rule) != live.definition
+        return rule_compare.normalized_check(conn, rule) != live.definition
     except PredicateError:
         if _added_columns(metadata_table, conn_table):
             return True  # the new predicate uses a column this revision adds
@@ -332,7 +333,7 @@ def compare_foreign_keys(autogen_context: AutogenContext, modify_table_ops: Modi
                  True)
     for name in sorted(live.keys() & wanted.keys()):
         (rule, const), old = wanted[name], live[name]
-        if not catalog.same_foreign_key(conn, old.state, rule):
+        if not rule_compare.same_foreign_key(conn, old.state, rule):
             out.emit(changed(rule, old.rule), "changed FOREIGN KEY", name, const, False,
                      reflected.get(name))
     for name in sorted(wanted.keys() - live.keys()):

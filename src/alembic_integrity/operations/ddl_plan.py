@@ -13,6 +13,7 @@ from sqlalchemy import Connection
 
 from ..pg import catalog
 from ..pg.identifiers import TableName, quote
+from ..rules import compare as rule_compare
 from ..rules.kinds import (
     CheckRule,
     ForeignKeyRule,
@@ -64,9 +65,9 @@ def plan_check(conn: Connection | None, rule: CheckRule) -> Plan:
     oid = catalog.require_table(conn, rule.table, f"ensure_check_constraint {rule.name}")
     live = catalog.constraint(conn, oid, rule.name)
     if live is None:
-        catalog.normalized_check(conn, rule)  # a predicate that does not parse fails here
+        rule_compare.normalized_check(conn, rule)  # a predicate that does not parse fails here
         return _add_then_validate(rule, "add", "absent")
-    wanted = catalog.normalized_check(conn, rule)
+    wanted = rule_compare.normalized_check(conn, rule)
     if live.contype == "c" and live.definition == wanted:
         if live.validated:
             return Plan("none", "present, same definition, valid")
@@ -84,7 +85,7 @@ def plan_foreign_key(conn: Connection | None, rule: ForeignKeyRule) -> Plan:
     live = catalog.constraint(conn, oid, rule.name)
     if live is None:
         return _add_then_validate(rule, "add", "absent")
-    if catalog.same_foreign_key(conn, live, rule):
+    if rule_compare.same_foreign_key(conn, live, rule):
         if live.validated:
             return Plan("none", "present, same definition, valid")
         return Plan("validate", "present, same definition, NOT VALID", [_validate(rule)])
@@ -118,9 +119,8 @@ def plan_not_null(conn: Connection | None, rule: NotNullRule) -> Plan:
     if not_null:
         return Plan("none", "column is already NOT NULL")
     live = catalog.constraint(conn, oid, helper.name)
-    if live is not None and live.contype == "c" and live.definition == catalog.normalized_check(
-        conn, helper
-    ):
+    if (live is not None and live.contype == "c"
+            and live.definition == rule_compare.normalized_check(conn, helper)):
         if live.validated:
             return Plan("set-not-null", "helper check valid", [_set_not_null(rule)])
         return Plan("set-not-null", "helper check NOT VALID", full[1:])

@@ -10,6 +10,7 @@ from sqlalchemy import Connection, MetaData, text
 from ..errors import IntegrityError
 from ..pg import catalog
 from ..pg.identifiers import TableName
+from ..rules import compare as rule_compare
 from ..rules.kinds import CheckRule, ForeignKeyRule, NotNullRule, Rule
 from ..rules.metadata import DeclaredRules, constraint_name, rules_from_metadata
 
@@ -66,7 +67,7 @@ def _rule_drift(conn: Connection, oid: int, rule: Rule) -> str | None:
 
 
 def _check_drift(conn: Connection, oid: int, rule: CheckRule) -> str | None:
-    wanted = catalog.normalized_check(conn, rule)
+    wanted = rule_compare.normalized_check(conn, rule)
     live = catalog.constraint(conn, oid, rule.name)
     where = f"CHECK {rule.name} on {rule.table}"
     if live is None:
@@ -84,7 +85,7 @@ def _foreign_key_drift(conn: Connection, oid: int, rule: ForeignKeyRule) -> str 
         return f"{where}: missing in the database (models: FOREIGN KEY {wanted})"
     if catalog.table_oid(conn, rule.referent) is None:
         return f"{where}: the referenced table {rule.referent} does not exist"
-    if not catalog.same_foreign_key(conn, live, rule):
+    if not rule_compare.same_foreign_key(conn, live, rule):
         return f"{where} differs: models FOREIGN KEY {wanted}, database {live.definition}"
     return None if live.validated else f"{where}: NOT VALID in the database (never validated)"
 
