@@ -30,9 +30,9 @@ def perform(operations: Operations, op: EnsureOp) -> Outcome:
         plan = op.plan(None)
         with ctx.autocommit_block():
             if op.repair and plan.steps:
-                operations.execute("-- repair=True cannot run offline: run "
-                                   "'alembic-integrity repair --apply' before this script")
-            emit_offline(operations.execute, plan, settings)
+                ctx.impl.static_output("-- repair=True cannot run offline: run "
+                                       "'alembic-integrity repair --apply' before this script")
+            emit_offline(lambda sql: _verbatim(ctx, sql), plan, settings)
         return Outcome(op.op_name, plan.action, plan.detail)
     plan = op.plan(operations.get_bind())
     outcome = Outcome(op.op_name, plan.action, plan.detail)
@@ -44,6 +44,12 @@ def perform(operations: Operations, op: EnsureOp) -> Outcome:
     with ctx.autocommit_block():
         run_online(ctx.connection, plan, settings, outcome, hook)
     return outcome
+
+
+def _verbatim(ctx: MigrationContext, sql: str) -> None:
+    """Write a statement to the --sql output as is: ``op.execute`` would parse ``:name``
+    as a bind and double ``%``, changing predicates and values."""
+    ctx.impl.static_output(sql + ctx.impl.command_terminator)
 
 
 def _require_owned_transaction(ctx: MigrationContext) -> None:

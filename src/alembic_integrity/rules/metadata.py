@@ -118,7 +118,7 @@ def check_condition(constraint: CheckConstraint) -> str:
     """The predicate as CREATE TABLE renders it: columns unqualified, literals inline."""
     compiler = _DIALECT.ddl_compiler(_DIALECT, None).sql_compiler
     text = str(compiler.process(constraint.sqltext, include_table=False, literal_binds=True))
-    return text.replace("%%", "%")  # the pyformat escape; raw.execute adds it back when sent
+    return text.replace("%%", "%")  # the pyformat escape; raw.execute sends SQL verbatim
 
 
 def _policies(info: dict[str, Any]) -> tuple[Any, ...]:
