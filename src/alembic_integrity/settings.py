@@ -42,7 +42,7 @@ class Settings:
 
     def delay_s(self, attempt: int) -> float:
         base = min(self.backoff_ms * (2**attempt), self.backoff_max_ms)
-        return base * random.uniform(0.75, 1.25) / 1000.0
+        return float(base * random.uniform(0.75, 1.25) / 1000.0)
 
     def merged(self, overrides: Mapping[str, Any]) -> Settings:
         known = {f.name: f.name for f in fields(self)}

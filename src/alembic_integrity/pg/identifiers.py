@@ -21,7 +21,7 @@ _PREPARER = postgresql.dialect().identifier_preparer
 
 def quote(name: str) -> str:
     """Quote one identifier if PostgreSQL needs it quoted."""
-    return _PREPARER.quote(name)
+    return str(_PREPARER.quote(name))
 
 
 def check_length(name: str, what: str = "name") -> str:

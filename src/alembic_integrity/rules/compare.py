@@ -50,10 +50,10 @@ def normalized_check(conn: Connection, rule: CheckRule) -> str:
         raw.execute(conn,
             f"ALTER TABLE pg_temp.{scratch} ADD CONSTRAINT probe CHECK ({rule.condition})"
         )
-        return raw.execute(conn,
+        return str(raw.execute(conn,
             "SELECT pg_get_constraintdef(oid) FROM pg_constraint "
             f"WHERE conrelid = 'pg_temp.{scratch}'::regclass AND conname = 'probe'"
-        ).scalar_one()
+        ).scalar_one())
     except DBAPIError as err:
         hint = ("; if a pending revision adds that column, this rule can only be checked "
                 "after it (use repair=True on its ensure_* operation), else fix the condition"

@@ -67,7 +67,7 @@ class DockerServer:
             raise ServerUnavailable(
                 f"could not start a PostgreSQL container from {image}: {first[:300]}"
             ) from exc
-        return container.get_connection_url()  # type: ignore[no-any-return]
+        return str(container.get_connection_url())
 
     def stop(self) -> None:
         if self.container is not None:
