@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 
 from sqlalchemy import Engine, create_engine, make_url
 from sqlalchemy.engine import URL
@@ -15,9 +16,9 @@ def normalize_url(url: str) -> URL:
     """Accept ``postgres://``/``postgresql://`` and use psycopg 3 for them."""
     try:
         parsed = make_url(url)
-    except ArgumentError as err:
+    except (ArgumentError, ValueError) as err:  # ValueError: a port that is not a number
         raise ConfigurationError(
-            f"{url!r} is not a database URL; expected postgresql://user@host:5432/dbname"
+            f"{shown(url)!r} is not a database URL; expected postgresql://user@host:5432/dbname"
         ) from err
     backend, _, driver = parsed.drivername.partition("+")
     if backend in {"postgres", "postgresql"} and driver in {"", "psycopg"}:
@@ -29,14 +30,18 @@ def normalize_url(url: str) -> URL:
     return parsed
 
 
+_USERINFO = re.compile(r"^([^/@]*://)?([^:/@]*):.*@")
+
+
 def shown(url: URL | str) -> str:
-    """A URL safe to print: the password hidden."""
+    """A URL safe to print: the password hidden, even in a URL that does not parse."""
     if isinstance(url, str):
         try:
-            url = make_url(url)
-        except ArgumentError:
-            return url
-    return url.render_as_string(hide_password=True)
+            parsed = make_url(url)
+        except (ArgumentError, ValueError):
+            return _USERINFO.sub(r"\1\2:***@", url)
+        return str(parsed.render_as_string(hide_password=True))
+    return str(url.render_as_string(hide_password=True))
 
 
 def resolve_url(url: str | None) -> str:
