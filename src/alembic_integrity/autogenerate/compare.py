@@ -24,14 +24,14 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, Literal
 from weakref import WeakKeyDictionary
 
 from alembic.autogenerate.api import AutogenContext
 from alembic.operations import ops as alembic_ops
 from alembic.operations.ops import AlterColumnOp, ModifyTableOps
 from alembic.runtime.plugins import Plugin
-from alembic.util import DispatchPriority, PriorityDispatchResult, sqla_compat
+from alembic.util import DispatchPriority, PriorityDispatchResult
 from sqlalchemy import (
     CheckConstraint,
     Column,
@@ -42,6 +42,7 @@ from sqlalchemy import (
     text,
 )
 
+from ..compat import is_identity_or_computed, nullability_unset
 from ..errors import PredicateError
 from ..operations.ops import (
     EnsureCheckConstraintOp,
@@ -188,7 +189,7 @@ class Emitter:
     autogen_context: AutogenContext
     modify_table_ops: ModifyTableOps
     where: TableName
-    type_: str  # what include_object is told: "check_constraint", "foreign_key_constraint"
+    type_: Literal["check_constraint", "foreign_key_constraint"]  # told to include_object
 
     def emit(self, op: Any, what: str, name: str, obj: Any, reflected: bool,
              compare_to: Any = None) -> None:
@@ -262,7 +263,7 @@ def compare_checks(autogen_context: AutogenContext, modify_table_ops: ModifyTabl
 def _compared_live_checks(autogen_context: AutogenContext, conn: Connection, where: TableName,
                           metadata_table: Table) -> dict[str, LiveCheck]:
     """Live CHECKs that pass include_name, without those the toolkit does not own."""
-    parents = {"table_name": where.name, "schema_name": where.schema}
+    parents = _parents(where)
     live = {
         name: check for name, check in live_checks(conn, _table_oid(conn, where)).items()
         if autogen_context.run_name_filters(name, "check_constraint", parents)
@@ -345,7 +346,7 @@ def compare_foreign_keys(autogen_context: AutogenContext, modify_table_ops: Modi
 def _compared_live_foreign_keys(autogen_context: AutogenContext, conn: Connection,
                                 where: TableName) -> dict[str, LiveForeignKey]:
     """Live FOREIGN KEYs that pass include_name."""
-    parents = {"table_name": where.name, "schema_name": where.schema}
+    parents = _parents(where)
     default_schema = autogen_context.dialect.default_schema_name
     found = live_foreign_keys(conn, _table_oid(conn, where), where, default_schema)
     return {
@@ -419,7 +420,7 @@ def _compared_column(autogen_context: AutogenContext, where: TableName, column: 
     """The live column Alembic compares ``column`` with (same filters), or None."""
     if column.system or column.name not in conn_table.c:
         return None
-    parents = {"table_name": where.name, "schema_name": where.schema}
+    parents = _parents(where)
     if not autogen_context.run_name_filters(column.name, "column", parents):
         return None
     conn_col = conn_table.c[column.name]
@@ -432,11 +433,16 @@ def _nullability_differs(metadata_col: Column[Any], conn_col: Column[Any]) -> bo
     """As Alembic decides it: identity columns, and computed ones left unset, are skipped."""
     if metadata_col.nullable is conn_col.nullable:
         return False
-    defaults = (metadata_col.server_default, conn_col.server_default)
-    if sqla_compat._server_default_is_identity(*defaults):
+    identity, computed = is_identity_or_computed(metadata_col.server_default,
+                                                 conn_col.server_default)
+    if identity:
         return False
-    return not (sqla_compat._server_default_is_computed(*defaults)
-                and sqla_compat._nullability_might_be_unset(metadata_col))
+    return not (computed and nullability_unset(metadata_col))
+
+
+def _parents(where: TableName) -> dict[Any, str | None]:
+    """What include_name is told about the table a name belongs to."""
+    return {"table_name": where.name, "schema_name": where.schema}
 
 
 # --- wiring --------------------------------------------------------------------
@@ -451,9 +457,12 @@ def _connection(autogen_context: AutogenContext) -> Connection:
 
 def setup(plugin: Plugin) -> None:
     """Register the comparators on an Alembic ``Plugin``."""
-    first = {"qualifier": DIALECT, "priority": DispatchPriority.FIRST}
-    plugin.add_autogenerate_comparator(keep_existing_nullable, "column", "nullable", **first)
-    plugin.add_autogenerate_comparator(compare_not_null, "table", "alembic_integrity.not_null",
-                                       **first)
-    plugin.add_autogenerate_comparator(compare_checks, "table", "checkconstraints", **first)
-    plugin.add_autogenerate_comparator(compare_foreign_keys, "table", "foreignkeys", **first)
+    comparators: list[tuple[Any, str, str]] = [
+        (keep_existing_nullable, "column", "nullable"),
+        (compare_not_null, "table", "alembic_integrity.not_null"),
+        (compare_checks, "table", "checkconstraints"),
+        (compare_foreign_keys, "table", "foreignkeys"),
+    ]
+    for fn, target, name in comparators:
+        plugin.add_autogenerate_comparator(fn, target, name, qualifier=DIALECT,
+                                           priority=DispatchPriority.FIRST)

@@ -11,12 +11,11 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 
-from sqlalchemy.dialects import postgresql
-
+from ..compat import pg_dialect
 from ..errors import ConfigurationError
 
 MAX_IDENTIFIER_BYTES = 63
-_PREPARER = postgresql.dialect().identifier_preparer
+_PREPARER = pg_dialect().identifier_preparer
 
 
 def quote(name: str) -> str:

@@ -28,10 +28,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Connection, Engine, text
-from sqlalchemy.dialects import postgresql
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql import literal
 
+from ..compat import pg_dialect
 from ..errors import CatalogError, ConfigurationError, IntegrityError, LockRetriesExhausted
 from ..pg import catalog, raw
 from ..pg.catalog import first_line
@@ -53,7 +53,7 @@ INSUFFICIENT_PRIVILEGE = "42501"
 READ_ONLY_TRANSACTION = "25006"
 LOCK_WAIT_FOR_PEER_S = 10
 
-_DIALECT = postgresql.dialect()
+_DIALECT = pg_dialect()
 
 LOG_COLUMNS = ("repair_id", "schema_name", "table_name", "rule", "policy", "policy_index",
                "action", "pk", "before", "after", "archive_schema", "archive_table", "note",

@@ -14,15 +14,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import CheckConstraint, ForeignKeyConstraint, MetaData, Table
-from sqlalchemy.dialects import postgresql
-from sqlalchemy.sql.naming import _constraint_name_for_table
 
+from ..compat import convention_name, is_type_bound, pg_dialect
 from ..errors import ConfigurationError
 from ..pg.identifiers import MAX_IDENTIFIER_BYTES, TableName
 from .kinds import CheckRule, ExpectRule, ForeignKeyRule, NotNullRule, Rule
 from .policies import INFO_KEY, Expectation
 
-_DIALECT = postgresql.dialect()
+_DIALECT = pg_dialect()
 
 
 @dataclass
@@ -62,7 +61,7 @@ def _table_rules(table: Table, found: DeclaredRules) -> None:
 
 def _check_rule(table: Table, name: TableName, constraint: CheckConstraint,
                 found: DeclaredRules) -> None:
-    if getattr(constraint, "_type_bound", False):
+    if is_type_bound(constraint):
         return  # CHECKs SQLAlchemy generates for Boolean/Enum types are not rules we own
     rendered = constraint_name(constraint)
     if rendered is None:
@@ -108,15 +107,14 @@ def constraint_name(constraint: Any) -> str | None:
     if table is None:
         return None
     try:
-        final = _constraint_name_for_table(constraint, table)
+        return convention_name(constraint, table)
     except Exception:  # a convention token that cannot be resolved: unnamed
         return None
-    return str(final) if isinstance(final, str) and final else None
 
 
 def check_condition(constraint: CheckConstraint) -> str:
     """The predicate as CREATE TABLE renders it: columns unqualified, literals inline."""
-    compiler = _DIALECT.ddl_compiler(_DIALECT, None).sql_compiler
+    compiler = _DIALECT.statement_compiler(_DIALECT, None)
     text = str(compiler.process(constraint.sqltext, include_table=False, literal_binds=True))
     return text.replace("%%", "%")  # the pyformat escape; raw.execute sends SQL verbatim
 

@@ -49,7 +49,7 @@ import warnings
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import pytest
 
@@ -242,10 +242,14 @@ class TestAlembicMigrations:
 class VerifyModule(pytest.Module):
     """The generated tests, collected under the alembic.ini node (no test file to write)."""
 
-    def _getobj(self) -> Any:
+    @classmethod
+    def for_config(cls, parent: pytest.Collector | pytest.Session, path: Path) -> VerifyModule:
+        """A module node whose object is built here instead of imported from ``path``."""
+        node: VerifyModule = cls.from_parent(parent, path=path)
         module = types.ModuleType("alembic_integrity_verify_tests")
         module.TestAlembicMigrations = TestAlembicMigrations  # type: ignore[attr-defined]
-        return module
+        node.obj = module  # pytest's public setter; nothing imports alembic.ini
+        return node
 
 
 def _is_config(file_path: Path, config: pytest.Config) -> bool:
@@ -259,7 +263,7 @@ def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Col
     """``pytest alembic.ini`` (or a run over the directory holding it) collects the checks."""
     if not _enabled(parent.config) or not _is_config(file_path, parent.config):
         return None
-    return VerifyModule.from_parent(parent, path=file_path)
+    return VerifyModule.for_config(parent, file_path)
 
 
 def _whole_suite(config: pytest.Config) -> bool:
@@ -274,5 +278,5 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
         return
     if any(item.getparent(VerifyModule) is not None for item in items):
         return  # collected already: the run covers the directory holding alembic.ini
-    module = VerifyModule.from_parent(session, path=alembic_config_path(config))
+    module = VerifyModule.for_config(session, alembic_config_path(config))
     items.extend(session.genitems(module))
