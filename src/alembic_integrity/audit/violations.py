@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy import Connection
 
 from ..errors import ValidationFailed
 from ..pg import catalog, raw
+from ..pg.identifiers import quote
 from ..rules.kinds import Rule
 
 SAMPLE = 10
@@ -18,11 +21,11 @@ def key_expression(conn: Connection, rule: Rule, alias: str = "t") -> tuple[str,
     if not columns:
         return f"{alias}.ctid::text", ["ctid"]
     if len(columns) == 1:
-        return f"{alias}.{catalog.quote(columns[0])}", columns
-    return "(" + ", ".join(f"{alias}.{catalog.quote(c)}" for c in columns) + ")::text", columns
+        return f"{alias}.{quote(columns[0])}", columns
+    return "(" + ", ".join(f"{alias}.{quote(c)}" for c in columns) + ")::text", columns
 
 
-def count_and_sample(conn: Connection, rule: Rule, limit: int = SAMPLE) -> tuple[int, list]:
+def count_and_sample(conn: Connection, rule: Rule, limit: int = SAMPLE) -> tuple[int, list[Any]]:
     key, _ = key_expression(conn, rule)
     where = rule.violation_sql("t")
     source = f"{rule.table.sql} AS t"

@@ -26,7 +26,7 @@ from ._common import declared_rules, engine_for, metadata_options, url_option
 _FILE_WIDTH = 160  # a table written to a file is not squeezed to 80 columns
 
 
-class Duration(click.ParamType):
+class Duration(click.ParamType):  # type: ignore[type-arg]
     """``30s``, ``500ms``, ``2min`` or a number of milliseconds (the settings' grammar)."""
 
     name = "duration"

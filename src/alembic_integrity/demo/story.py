@@ -66,7 +66,7 @@ def run(config_path: Path, rows: int, url: str | None, console: Console) -> int:
         with demo.step("Start a throwaway PostgreSQL"):
             demo.say(f"{database.shown(server.url)} ({server.mode}, first query after "
                      f"{server.startup_seconds:.2f} s)")
-        demo.timings[-1] = (demo.timings[-1][0], server.startup_seconds)
+        demo.timings[-1] = (demo.timings[-1][0], server.startup_seconds or 0.0)
         return _story(demo, server.url)
 
 
@@ -135,6 +135,7 @@ def _repair_and_restore(demo: Demo, engine: Engine, declared: DeclaredRules) -> 
     with demo.step("Repair (--apply): every changed row's before-image is logged first"):
         first = repair(engine, declared, apply=True)
         demo.show_repair(first)
+        assert first.repair_id is not None, "an applied repair always has an id"
     with demo.step(f"Restore repair {first.repair_id}, compare every table with before"):
         restored = restore(engine, first.repair_id)
         same = table_checksums(engine) == before

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 from sqlalchemy import Connection
 
+from ..errors import CatalogError
 from ..pg import catalog
 from ..pg.identifiers import TableName, quote
 from ..rules import compare as rule_compare
@@ -112,7 +113,7 @@ def plan_not_null(conn: Connection | None, rule: NotNullRule) -> Plan:
     oid = catalog.require_table(conn, rule.table, f"ensure_not_null {rule.label}")
     not_null = catalog.column_not_null(conn, oid, rule.column)
     if not_null is None:
-        raise catalog.CatalogError(
+        raise CatalogError(
             f"ensure_not_null: table {rule.table} has no column {rule.column!r}; "
             "check the column name"
         )

@@ -42,7 +42,7 @@ def perform(operations: Operations, op: EnsureOp) -> Outcome:
     _require_owned_transaction(ctx)
     hook = repair_hook(ctx, settings) if op.repair else None
     with ctx.autocommit_block():
-        run_online(ctx.connection, plan, settings, outcome, hook)
+        run_online(operations.get_bind(), plan, settings, outcome, hook)
     return outcome
 
 

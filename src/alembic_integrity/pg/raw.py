@@ -17,5 +17,5 @@ if TYPE_CHECKING:
     Rows = CursorResult[Unpack[tuple[Any, ...]]]
 
 
-def execute(conn: Connection, sql: str) -> "Rows":
+def execute(conn: Connection, sql: str) -> Rows:
     return conn.exec_driver_sql(sql, execution_options={"no_parameters": True})

@@ -158,7 +158,7 @@ def _constraints(conn: Connection) -> dict[Key, ConstraintState]:
         "pg_get_constraintdef(k.oid), k.oid FROM pg_constraint k "
         "JOIN pg_class c ON c.oid = k.conrelid JOIN pg_namespace n ON n.oid = c.relnamespace "
         f"WHERE {_USER_SCHEMAS}"))
-    return {(r[0], r[1], r[2]): ConstraintState(_CONTYPES.get(r[3], r[3]), bool(r[4]), r[5],
+    return {(r[0], r[1], r[2]): ConstraintState(_CONTYPES.get(r[3], str(r[3])), bool(r[4]), r[5],
                                                 int(r[6])) for r in rows}
 
 

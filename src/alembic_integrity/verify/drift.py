@@ -31,8 +31,8 @@ def drift(conn: Connection, metadata: MetaData) -> Drift:
     with conn.begin() as tx:
         for table in declared.tables:
             _table_drift(conn, table, declared, result)
-        for table in metadata.sorted_tables:
-            _extra_rules(conn, table, declared, result)
+        for model_table in metadata.sorted_tables:
+            _extra_rules(conn, model_table, declared, result)
         tx.rollback()
     return result
 

@@ -42,4 +42,5 @@ def _pg_message(err: DBAPIError) -> str:
         return text_.splitlines()[0] if text_ else type(err).__name__
     detail = getattr(diag, "message_detail", None)
     state = getattr(orig, "sqlstate", None)
-    return str(primary) + (f" ({detail})" if detail else "") + (f" [SQLSTATE {state}]" if state else "")
+    suffix = (f" ({detail})" if detail else "") + (f" [SQLSTATE {state}]" if state else "")
+    return str(primary) + suffix

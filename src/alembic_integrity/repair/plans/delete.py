@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from ...pg.identifiers import TableName, quote
-from ...rules.policies import Delete
+from ...rules.policies import Delete, Quarantine
 from ..batch import Batch
 from ..log import lit
 from .base import PolicyPlan, table_privilege
@@ -18,7 +18,7 @@ class DeletePlan(PolicyPlan):
     """Delete (and Quarantine): refuse rows still referenced; cascade one level if asked."""
 
     action = "delete"
-    policy: Delete
+    policy: Delete | Quarantine
     archive: TableName | None = None
 
     @property
