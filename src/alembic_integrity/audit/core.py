@@ -28,9 +28,15 @@ from typing import Any
 from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import DBAPIError, OperationalError
 
-from ..errors import CatalogError, IntegrityError, PredicateError, ServerUnavailable
+from ..errors import (
+    CatalogError,
+    IntegrityError,
+    PredicateError,
+    ServerUnavailable,
+    first_line,
+    sqlstate,
+)
 from ..pg import catalog, raw
-from ..pg.catalog import first_line
 from ..pg.database import shown
 from ..pg.identifiers import TableName, quote
 from ..rules import compare as rule_compare
@@ -299,7 +305,7 @@ def _count_scanned(conn: Connection, plan: _TablePlan, items: list[_Audited], sa
     failure = _count_rules(conn, plan, items, sql, sample, timeout_ms, report, quiet=True)
     if failure is None:
         return
-    if len(items) == 1 or catalog.sqlstate(failure) == _QUERY_CANCELED:
+    if len(items) == 1 or sqlstate(failure) == _QUERY_CANCELED:
         report.problems.append(_count_problem(plan, items, failure, timeout_ms))
         return
     for item in items:
@@ -410,7 +416,7 @@ def _set_timeout(conn: Connection, timeout_ms: int | None) -> None:
 def _count_problem(plan: _TablePlan, items: list[_Audited], err: DBAPIError,
                    timeout_ms: int | None) -> str:
     labels = ", ".join(i.rule.label for i in items)
-    if catalog.sqlstate(err) == _QUERY_CANCELED:
+    if sqlstate(err) == _QUERY_CANCELED:
         limit = f"the statement timeout ({timeout_ms} ms)" if timeout_ms else "a cancel request"
         return (f"table {plan.table}: counting {labels} was stopped by {limit}; "
                 "raise --statement-timeout or audit when the database is quieter")

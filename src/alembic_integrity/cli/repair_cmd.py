@@ -16,8 +16,7 @@ from rich.console import Console
 from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError
 
-from ..errors import IntegrityError
-from ..pg.catalog import first_line
+from ..errors import IntegrityError, first_line
 from ..repair import RepairProgress, RepairResult, repair
 from ..repair.log import DEFAULT_LOG_TABLE
 from ..repair.restore import RestoreResult, restore

@@ -17,8 +17,8 @@ from sqlalchemy import Connection
 from sqlalchemy.exc import DBAPIError
 
 from ..audit.violations import validation_failure
-from ..errors import IntegrityError, LockRetriesExhausted
-from ..pg import catalog, raw
+from ..errors import IntegrityError, LockRetriesExhausted, sqlstate
+from ..pg import raw
 from ..pg.locks import RETRYABLE, with_lock_retries
 from ..settings import Settings
 from .ddl_plan import Plan, Step
@@ -73,7 +73,7 @@ def _run_step(conn: Connection, step: Step, settings: Settings) -> int:
         _, tries = with_lock_retries(lambda: _execute_transaction(conn, step, settings),
                                      settings, step.purpose)
     except DBAPIError as err:
-        code = catalog.sqlstate(err)
+        code = sqlstate(err)
         raise _translate(conn, err, code, step, settings, settings.retries + 1) from err
     return tries
 

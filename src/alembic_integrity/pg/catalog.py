@@ -10,7 +10,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from sqlalchemy import Connection, text
-from sqlalchemy.exc import DBAPIError
 
 from ..errors import CatalogError
 from .identifiers import TableName, quote
@@ -114,18 +113,6 @@ def foreign_key_state(conn: Connection, constraint_oid: int) -> ForeignKeyState:
         {"oid": constraint_oid},
     ).one()
     return ForeignKeyState(tuple(row[0]), int(row[1]), tuple(row[2]), row[3], row[4], row[5])
-
-
-def first_line(err: DBAPIError) -> str:
-    """PostgreSQL's primary message, one line: what a person needs, without the SQL."""
-    orig = getattr(err, "orig", None)
-    diag = getattr(orig, "diag", None)
-    message = getattr(diag, "message_primary", None) or str(orig or err)
-    return message.splitlines()[0]
-
-
-def sqlstate(err: BaseException) -> str | None:
-    return getattr(getattr(err, "orig", None), "sqlstate", None)
 
 
 def quoted_columns(columns: list[str] | tuple[str, ...]) -> str:

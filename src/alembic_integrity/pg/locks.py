@@ -15,8 +15,8 @@ from typing import TypeVar
 
 from sqlalchemy.exc import DBAPIError
 
+from ..errors import sqlstate
 from ..settings import Settings
-from .catalog import sqlstate
 
 log = logging.getLogger("alembic_integrity")
 

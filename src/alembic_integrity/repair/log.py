@@ -32,9 +32,15 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql import literal
 
 from ..compat import pg_dialect
-from ..errors import CatalogError, ConfigurationError, IntegrityError, LockRetriesExhausted
+from ..errors import (
+    CatalogError,
+    ConfigurationError,
+    IntegrityError,
+    LockRetriesExhausted,
+    first_line,
+    sqlstate,
+)
 from ..pg import catalog, raw
-from ..pg.catalog import first_line
 from ..pg.identifiers import TableName, check_length, quote, truncated_name
 from ..pg.locks import is_lock_error, with_lock_retries
 from ..settings import Settings
@@ -374,7 +380,7 @@ def run_short(conn: Connection, sql: str | list[str], settings: Settings,
 
 def translate(err: DBAPIError, doing: str) -> IntegrityError:
     """A database error as one line for a person, saying what was being done."""
-    code = catalog.sqlstate(err)
+    code = sqlstate(err)
     message = first_line(err)
     if code == INSUFFICIENT_PRIVILEGE:
         return IntegrityError(f"{doing}: {message}; this role cannot write there, nothing of "

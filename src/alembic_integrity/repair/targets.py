@@ -8,9 +8,8 @@ from typing import Any
 from sqlalchemy import Connection
 from sqlalchemy.exc import DBAPIError
 
-from ..errors import ConfigurationError, PredicateError
-from ..pg import catalog, raw
-from ..pg.catalog import first_line
+from ..errors import ConfigurationError, PredicateError, first_line, sqlstate
+from ..pg import raw
 from ..rules.kinds import ForeignKeyRule, Rule
 from .result import RuleOutcome
 from .tables import Tables, Target
@@ -61,7 +60,7 @@ def probe(conn: Connection, targets: Sequence[Target]
                               f"WHERE {target.violation}")
         except DBAPIError as err:
             hint = ("; if a pending revision adds it, give that revision's ensure_* "
-                    "operation repair=True" if catalog.sqlstate(err) == "42703" else "")
+                    "operation repair=True" if sqlstate(err) == "42703" else "")
             skipped.append(RuleOutcome(target.rule_id, target.rule.kind, target.table.label,
                                        skipped=f"{first_line(err)}{hint}"))
         else:

@@ -8,16 +8,9 @@ from __future__ import annotations
 from sqlalchemy import Connection
 from sqlalchemy.exc import DBAPIError
 
-from ..errors import PredicateError
+from ..errors import PredicateError, first_line, sqlstate
 from ..pg import raw
-from ..pg.catalog import (
-    UNDEFINED_COLUMN,
-    ConstraintState,
-    first_line,
-    foreign_key_state,
-    sqlstate,
-    table_oid,
-)
+from ..pg.catalog import UNDEFINED_COLUMN, ConstraintState, foreign_key_state, table_oid
 from .kinds import CheckRule, ForeignKeyRule
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy.exc import DBAPIError
 
-from ..errors import IntegrityError
+from ..errors import IntegrityError, db_message
 from .report import Step
 
 
@@ -15,7 +15,7 @@ def fail_from_exception(step: Step, exc: BaseException) -> None:
     if isinstance(exc, IntegrityError):  # ValidationFailed, LockRetriesExhausted, ...
         message = str(exc)
     elif dbapi is not None:
-        message = f"PostgreSQL refused: {_pg_message(dbapi)}"
+        message = f"PostgreSQL refused: {db_message(dbapi)}"
     else:
         message = f"{type(exc).__name__}: {exc}".strip()
     step.fail(where + message)
@@ -31,16 +31,3 @@ def _dbapi_error(exc: BaseException | None) -> DBAPIError | None:
         exc = exc.__cause__ or exc.__context__
         seen += 1
     return None
-
-
-def _pg_message(err: DBAPIError) -> str:
-    orig = getattr(err, "orig", None)
-    diag = getattr(orig, "diag", None)
-    primary = getattr(diag, "message_primary", None)
-    if not primary:
-        text_ = str(orig or err).strip()
-        return text_.splitlines()[0] if text_ else type(err).__name__
-    detail = getattr(diag, "message_detail", None)
-    state = getattr(orig, "sqlstate", None)
-    suffix = (f" ({detail})" if detail else "") + (f" [SQLSTATE {state}]" if state else "")
-    return str(primary) + suffix
