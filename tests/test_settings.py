@@ -17,12 +17,6 @@ def config_with(tmp_path: Path, body: str) -> Config:
     return Config(str(ini))
 
 
-def test_defaults() -> None:
-    assert resolve(None) == Settings(lock_timeout_ms=500, retries=10, backoff_ms=200,
-                                     backoff_max_ms=5000, validate_statement_timeout_ms=0,
-                                     ddl_statement_timeout_ms=5000)
-
-
 def test_ini_then_keyword(tmp_path: Path) -> None:
     body = "lock_timeout = 2s\nretries = 3\nvalidate_statement_timeout = 1min"
     config = config_with(tmp_path, body)
