@@ -1,4 +1,4 @@
-"""Literal SQL reaches PostgreSQL and the --sql output verbatim: no ``%`` doubled, no ``:name`` bound."""
+"""Literal SQL reaches PostgreSQL and the --sql output verbatim: no doubled %, no bound :name."""
 
 from __future__ import annotations
 

@@ -12,8 +12,7 @@ import sys
 import click
 from sqlalchemy.exc import DBAPIError
 
-from ..errors import IntegrityError
-from ..pg.catalog import first_line
+from ..errors import IntegrityError, first_line
 from ._common import State
 
 
@@ -50,6 +49,12 @@ def main(argv: list[str] | None = None) -> None:
             raise
         click.echo(f"error: the database refused: {first_line(err)} (use --debug for details)",
                    err=True)
+        sys.exit(2)
+    except Exception as err:  # a bug of ours or of a library: still one line, exit 2
+        if debug:
+            raise
+        click.echo(f"error: unexpected {type(err).__name__}: {first_line(err)} (run again with "
+                   "--debug for the traceback, and please report it)", err=True)
         sys.exit(2)
 
 

@@ -118,7 +118,10 @@ class RepairResult:
 
     @property
     def exit_code(self) -> int:
-        """0 when nothing is (or would be) left for a person, else 1."""
+        """As the audit's: 2 when a rule could not be repaired at all (its table or column
+        is missing, or unreadable), 1 when rows are (or would be) left for a person, else 0."""
+        if any(rule.skipped for rule in self.rules):
+            return 2
         return 1 if self.for_person else 0
 
     @property

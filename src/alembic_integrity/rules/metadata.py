@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy import CheckConstraint, ForeignKeyConstraint, MetaData, Table
 
 from ..compat import convention_name, is_type_bound, pg_dialect
-from ..errors import ConfigurationError
+from ..errors import ConfigurationError, first_line
 from ..pg.identifiers import MAX_IDENTIFIER_BYTES, TableName
 from .kinds import CheckRule, ExpectRule, ForeignKeyRule, NotNullRule, Rule
 from .policies import INFO_KEY, Expectation
@@ -131,9 +131,9 @@ def load_metadata(spec: str) -> MetaData:
                                  "e.g. myapp.models:Base.metadata")
     try:
         target: Any = importlib.import_module(module_name)
-    except ImportError as err:
-        raise ConfigurationError(f"--metadata {spec!r}: cannot import {module_name}: {err}") \
-            from err
+    except Exception as err:  # ImportError, SyntaxError, or whatever the module raises
+        raise ConfigurationError(f"--metadata {spec!r}: importing {module_name} failed: "
+                                 f"{type(err).__name__}: {first_line(err)}") from err
     for part in attribute.split("."):
         if not hasattr(target, part):
             raise ConfigurationError(f"--metadata {spec!r}: {module_name} has no {attribute}")
@@ -162,9 +162,15 @@ def metadata_from_alembic(config_path: str = "alembic.ini") -> MetaData:
         seen["metadata"] = context.opts.get("target_metadata")
         return []
 
-    with EnvironmentContext(config, script, fn=capture, as_sql=True,
-                            output_buffer=io.StringIO()):
-        script.run_env()
+    try:
+        with EnvironmentContext(config, script, fn=capture, as_sql=True,
+                                output_buffer=io.StringIO()):
+            script.run_env()
+    except Exception as err:  # env.py is the project's code: anything may come out of it
+        raise ConfigurationError(
+            f"{config_path}: running env.py to find target_metadata failed: "
+            f"{type(err).__name__}: {first_line(err)}; fix env.py or pass --metadata module:attr"
+        ) from err
     metadata = seen.get("metadata")
     if isinstance(metadata, list | tuple):
         metadata = metadata[0] if len(metadata) == 1 else None
