@@ -54,8 +54,14 @@ def resolve_url(url: str | None) -> str:
 def connect(url: str, *, application_name: str = "alembic-integrity") -> Engine:
     """An engine whose first connection has already succeeded."""
     parsed = normalize_url(url)
-    engine = create_engine(parsed, connect_args={"application_name": application_name,
-                                                 "connect_timeout": 10})
+    try:
+        engine = create_engine(parsed, connect_args={"application_name": application_name,
+                                                     "connect_timeout": 10})
+    except ImportError as err:
+        raise ConfigurationError(
+            f"no PostgreSQL driver: {err}; install one with "
+            "pip install 'alembic-integrity[psycopg-binary]' (or [psycopg], [psycopg-c])"
+        ) from err
     try:
         with engine.connect() as conn:
             conn.exec_driver_sql("SELECT 1")
