@@ -1,21 +1,17 @@
 """The reference schema: models, legacy revision and generator agree with the scenarios.
 
-The offline tests read the revisions by running their ``upgrade()`` /
-``downgrade()`` against a recording ``op``: the legacy tables plus what
-0002-0005 ensure must be exactly the models. The database tests need only
-revision 0001 and the generator, and check every planted row by SQL, so the
-demo, the repair tests and the benchmarks can rely on the exact numbers of
-REFERENCE_SCENARIOS.md.
+The revisions run on a real server: 0001 builds the legacy schema, head is
+exactly the models, and the downgrades undo exactly the upgrades. The generator
+tests check every planted row by SQL, so the demo, the repair tests and the
+benchmarks can rely on the exact numbers of docs/scenarios.md.
 """
 
 from __future__ import annotations
 
-import inspect
 from collections import Counter
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from types import ModuleType, SimpleNamespace
 from typing import Any
 
 import pytest
@@ -50,97 +46,6 @@ def alembic_config(url: str | URL | None = None) -> Config:
     return cfg
 
 
-def revision_module(revision: str) -> ModuleType:
-    script = ScriptDirectory.from_config(alembic_config()).get_revision(revision)
-    assert script is not None, revision
-    return script.module
-
-
-# --- Recording op: what a revision asks for, without a database ---------------------
-
-
-def _check_stub(name: str, table: str, condition: str, schema: str | None = None,
-                *, repair: bool = False) -> None:
-    """The documented parameters of op.ensure_check_constraint."""
-
-
-def _fk_stub(name: str, source: str, referent: str, local: list[str], remote: list[str],
-             ondelete: str | None = None, onupdate: str | None = None,
-             schema: str | None = None, referent_schema: str | None = None) -> None:
-    """The documented parameters of op.ensure_foreign_key."""
-
-
-def _column_stub(table: str, column: str, schema: str | None = None) -> None:
-    """The documented parameters of op.ensure_not_null / op.ensure_nullable."""
-
-
-def _drop_stub(name: str, table: str, schema: str | None = None) -> None:
-    """The documented parameters of op.ensure_constraint_dropped."""
-
-
-SIGNATURES = {
-    "ensure_check_constraint": inspect.signature(_check_stub),
-    "ensure_foreign_key": inspect.signature(_fk_stub),
-    "ensure_not_null": inspect.signature(_column_stub),
-    "ensure_nullable": inspect.signature(_column_stub),
-    "ensure_constraint_dropped": inspect.signature(_drop_stub),
-}
-
-
-@dataclass
-class RecordingOp:
-    """Stands in for ``alembic.op``; ``ensure_*`` calls are bound to their documented names."""
-
-    calls: list[tuple[str, dict[str, Any], tuple[Any, ...]]] = field(default_factory=list)
-
-    def f(self, name: str) -> str:
-        return name
-
-    def get_context(self) -> Any:
-        return SimpleNamespace(config=None)
-
-    def __getattr__(self, name: str) -> Callable[..., None]:
-        def record(*args: Any, **kwargs: Any) -> None:
-            if name in SIGNATURES:
-                bound = SIGNATURES[name].bind(*args, **kwargs)
-                bound.apply_defaults()
-                self.calls.append((name, dict(bound.arguments), ()))
-            else:
-                self.calls.append((name, kwargs, args))
-
-        return record
-
-    def of(self, name: str) -> list[dict[str, Any]]:
-        return [kw for call, kw, _ in self.calls if call == name]
-
-    def raw(self, name: str) -> list[tuple[tuple[Any, ...], dict[str, Any]]]:
-        return [(args, kw) for call, kw, args in self.calls if call == name]
-
-
-def record(revision: str, direction: str, monkeypatch: pytest.MonkeyPatch) -> RecordingOp:
-    module = revision_module(revision)
-    recorder = RecordingOp()
-    monkeypatch.setattr(module, "op", recorder)
-    getattr(module, direction)()
-    return recorder
-
-
-def rule_calls(monkeypatch: pytest.MonkeyPatch, direction: str = "upgrade") -> RecordingOp:
-    """The calls of 0002-0005 together."""
-    merged = RecordingOp()
-    for revision in ("0002", "0003", "0004", "0005"):
-        merged.calls += record(revision, direction, monkeypatch).calls
-    return merged
-
-
-def legacy_metadata(monkeypatch: pytest.MonkeyPatch) -> tuple[sa.MetaData, set[str]]:
-    """The tables and index names revision 0001 creates, rebuilt from its op calls."""
-    recorder = record("0001", "upgrade", monkeypatch)
-    legacy = sa.MetaData()
-    for args, kw in recorder.raw("create_table"):
-        sa.Table(args[0], legacy, *args[1:], schema=kw.get("schema"))
-    indexes = {args[0] for args, _ in recorder.raw("create_index")}
-    return legacy, indexes
 
 
 # --- Model facts ---------------------------------------------------------------------
@@ -169,16 +74,8 @@ def all_columns(md: sa.MetaData) -> set[tuple[str | None, str, str]]:
     return {(t.schema, t.name, c.name) for t in md.tables.values() for c in t.columns}
 
 
-def squash(sql: str) -> str:
-    return " ".join(sql.split())
 
 
-def model_constraint(name: str) -> sa.Constraint:
-    for table in metadata.tables.values():
-        for constraint in table.constraints:
-            if constraint.name == name:
-                return constraint
-    raise AssertionError(f"no constraint {name} in the models")
 
 
 # --- Offline tests -------------------------------------------------------------------
@@ -196,88 +93,11 @@ def test_models_compile_and_every_constraint_is_named() -> None:
             assert len(str(item.name).encode()) <= 63, item.name
 
 
-def test_gateway_tables_live_in_their_schema() -> None:
-    gateway = {t.name for t in metadata.tables.values() if t.schema == GATEWAY_SCHEMA}
-    assert gateway == {"inferences", "routing_outcomes"}
-
-
-def test_scenario_rules_have_their_names() -> None:
-    names = constraint_names(metadata)
-    expected = {
-        "ck_invocation_image_output": (None, "invocation"),
-        "ck_invocation_text_output": (None, "invocation"),
-        "ck_persistence_diagram_data_present": (None, "persistence_diagram"),
-        "fk_run_experiment_id_experiment": (None, "run"),
-        "fk_invocation_input_invocation_id_invocation": (None, "invocation"),
-        "ck_interactions_invalidation_reason": (None, "interactions"),
-        "ck_interactions_status_known": (None, "interactions"),
-        "fk_postings_staging_interaction_id_interactions": (None, "postings_staging"),
-        "ck_routing_outcomes_inference_linked": (GATEWAY_SCHEMA, "routing_outcomes"),
-        "ck_inferences_status_known": (GATEWAY_SCHEMA, "inferences"),
-        "fk_routing_outcomes_inference_id_inferences": (GATEWAY_SCHEMA, "routing_outcomes"),
-        "ck_failure_counts_count_nonnegative": (None, "failure_counts"),
-        "fk_batch_record_keys_batch_id_active_batches": (None, "batch_record_keys"),
-        "fk_inflight_records_batch_id_active_batches": (None, "inflight_records"),
-    }
-    assert {name: names.get(name) for name in expected} == expected
-
-
 def test_revisions_form_a_line() -> None:
     script = ScriptDirectory.from_config(alembic_config())
     chain = [s.revision for s in script.walk_revisions()]
     assert chain == ["0005", "0004", "0003", "0002", "0001"]
     assert script.get_heads() == ["0005"]
-
-
-def test_legacy_plus_ensured_rules_are_exactly_the_models(monkeypatch: pytest.MonkeyPatch) -> None:
-    legacy, legacy_indexes = legacy_metadata(monkeypatch)
-    ops = rule_calls(monkeypatch)
-    ensured = {
-        kw["name"]: (kw["schema"], kw.get("table") or kw["source"])
-        for kw in ops.of("ensure_check_constraint") + ops.of("ensure_foreign_key")
-    }
-    legacy_names = constraint_names(legacy)
-    assert not set(ensured) & set(legacy_names), "a rule the legacy schema already had"
-    assert {**legacy_names, **ensured} == constraint_names(metadata)
-    assert legacy_indexes == index_names(metadata)
-
-
-def test_ensured_definitions_match_the_models(monkeypatch: pytest.MonkeyPatch) -> None:
-    ops = rule_calls(monkeypatch)
-    for kw in ops.of("ensure_check_constraint"):
-        model = model_constraint(kw["name"])
-        assert isinstance(model, sa.CheckConstraint)
-        assert squash(kw["condition"]) == squash(str(model.sqltext)), kw["name"]
-    for kw in ops.of("ensure_foreign_key"):
-        model = model_constraint(kw["name"])
-        assert isinstance(model, sa.ForeignKeyConstraint)
-        assert list(kw["local"]) == [c.name for c in model.columns], kw["name"]
-        assert [model.referred_table.schema, model.referred_table.name] == [
-            kw["referent_schema"], kw["referent"]]
-        assert list(kw["remote"]) == [e.column.name for e in model.elements]
-        assert kw["ondelete"] == model.ondelete, kw["name"]
-
-
-def test_ensured_not_nulls_are_what_legacy_lacks(monkeypatch: pytest.MonkeyPatch) -> None:
-    legacy, _ = legacy_metadata(monkeypatch)
-    ops = rule_calls(monkeypatch)
-    ensured = {(kw["schema"], kw["table"], kw["column"]) for kw in ops.of("ensure_not_null")}
-    assert not_null_columns(metadata) - not_null_columns(legacy) == ensured
-    assert not_null_columns(legacy) <= not_null_columns(metadata)
-    added = {(kw.get("schema"), args[0], args[1].name) for args, kw in ops.raw("add_column")}
-    assert added == {(None, "persistence_diagram", "failure_reason")}
-    assert all_columns(legacy) | added == all_columns(metadata)
-
-
-def test_downgrades_undo_exactly_the_upgrades(monkeypatch: pytest.MonkeyPatch) -> None:
-    up, down = rule_calls(monkeypatch), rule_calls(monkeypatch, "downgrade")
-    added = {kw["name"] for kw in up.of("ensure_check_constraint") + up.of("ensure_foreign_key")}
-    assert {kw["name"] for kw in down.of("ensure_constraint_dropped")} == added
-    not_null = {(kw["schema"], kw["table"], kw["column"]) for kw in up.of("ensure_not_null")}
-    assert {(kw["schema"], kw["table"], kw["column"]) for kw in down.of("ensure_nullable")} \
-        == not_null
-    assert [args[:2] for args, _ in down.raw("drop_column")] == [
-        ("persistence_diagram", "failure_reason")]
 
 
 # --- Database helpers --------------------------------------------------------------
@@ -373,29 +193,70 @@ def found(engine: sa.Engine, kind: str) -> list[int]:
 # --- Database tests: legacy revision ------------------------------------------------
 
 
-def test_legacy_database_lacks_exactly_the_rules(
-    legacy_engine: sa.Engine, monkeypatch: pytest.MonkeyPatch
+@dataclass(frozen=True)
+class Facts:
+    """What a database holds, read from its catalog: the shape the revisions build."""
+
+    constraints: dict[str, TableKey]
+    not_null: set[tuple[str | None, str, str]]
+    columns: set[tuple[str | None, str, str]]
+    indexes: set[str]
+
+
+def facts(engine: sa.Engine) -> Facts:
+    insp = sa.inspect(engine)
+    constraints: dict[str, TableKey] = {}
+    not_null: set[tuple[str | None, str, str]] = set()
+    columns: set[tuple[str | None, str, str]] = set()
+    indexes: set[str] = set()
+    for schema in (None, GATEWAY_SCHEMA):
+        for table in insp.get_table_names(schema=schema):
+            if table == "alembic_version":
+                continue
+            where = (schema, table)
+            for column in insp.get_columns(table, schema):
+                columns.add((schema, table, column["name"]))
+                if not column["nullable"]:
+                    not_null.add((schema, table, column["name"]))
+            pk = insp.get_pk_constraint(table, schema)
+            found = [pk, *insp.get_foreign_keys(table, schema),
+                     *insp.get_check_constraints(table, schema),
+                     *insp.get_unique_constraints(table, schema)]
+            constraints |= {str(c["name"]): where for c in found if c.get("name")}
+            indexes |= {str(ix["name"]) for ix in insp.get_indexes(table, schema)
+                        if not ix.get("duplicates_constraint")}
+    return Facts(constraints, not_null, columns, indexes)
+
+
+def test_revisions_build_exactly_the_models_and_downgrades_undo_them(
+    integrity_database_url: str | URL,
 ) -> None:
-    """What 0001 really created: the models minus exactly what 0002-0005 ensure."""
-    ops = rule_calls(monkeypatch)
-    insp = sa.inspect(legacy_engine)
-    live_nullable: set[tuple[str | None, str, str]] = set()
-    live_names: dict[str, TableKey] = {}
-    for table in metadata.tables.values():
-        columns = insp.get_columns(table.name, table.schema)
-        live_nullable |= {(table.schema, table.name, c["name"]) for c in columns if c["nullable"]}
-        assert insp.get_check_constraints(table.name, table.schema) == []
-        for fk in insp.get_foreign_keys(table.name, table.schema):
-            live_names[fk["name"]] = key(table)
-    added = {(None, "persistence_diagram", "failure_reason")}
-    ensured = {(kw["schema"], kw["table"], kw["column"]) for kw in ops.of("ensure_not_null")}
-    assert not_null_columns(metadata) & live_nullable == ensured
-    assert all_columns(metadata) - added - live_nullable == not_null_columns(metadata) - ensured
-    model_fks = {str(fk.name): key(t) for t in metadata.tables.values()
-                 for fk in t.foreign_key_constraints}
-    ensured_fks = {kw["name"] for kw in ops.of("ensure_foreign_key")}
-    assert live_names == {n: k for n, k in model_fks.items() if n not in ensured_fks}
-    flags = {c["name"]: c for c in insp.get_columns("interactions")}
+    """On a real server: 0001 is the legacy schema, head is the models, 0001 again after down."""
+    url = as_text(integrity_database_url)
+    cfg = alembic_config(url)
+    engine = sa.create_engine(url)
+    try:
+        command.upgrade(cfg, "0001")
+        legacy = facts(engine)
+        command.upgrade(cfg, "head")
+        head = facts(engine)
+        command.downgrade(cfg, "0001")
+        again = facts(engine)
+    finally:
+        engine.dispose()
+    assert head.constraints == constraint_names(metadata)
+    assert head.not_null == not_null_columns(metadata)
+    assert head.columns == all_columns(metadata)
+    assert head.indexes == legacy.indexes == index_names(metadata)
+    assert legacy.constraints.items() <= head.constraints.items()
+    assert legacy.not_null < head.not_null and legacy.columns < head.columns
+    assert head.columns - legacy.columns == {(None, "persistence_diagram", "failure_reason")}
+    assert again == legacy
+
+
+def test_legacy_flags_are_nullable_with_a_default(legacy_engine: sa.Engine) -> None:
+    """Scenario 2: the flags every work query filters on could be NULL."""
+    flags = {c["name"]: c for c in sa.inspect(legacy_engine).get_columns("interactions")}
     assert flags["enabled"]["nullable"] and "true" in flags["enabled"]["default"]
     assert flags["invalidated"]["nullable"] and "false" in flags["invalidated"]["default"]
 
