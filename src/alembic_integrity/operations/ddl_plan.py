@@ -33,6 +33,9 @@ class Step:
     statements: tuple[str, ...]
     kind: str = "ddl"  # "ddl": short, under lock_timeout; "validate": the long scan
     rule: Rule | None = None  # for VALIDATE: whose violations to report on failure
+    # For VALIDATE: the table and constraint it checks, so that the executor can run it
+    # partition by partition when the table is partitioned (operations/partitions.py).
+    validates: tuple[TableName, str] | None = None
 
 
 @dataclass
@@ -53,7 +56,7 @@ def _add(rule: CheckRule | ForeignKeyRule, replace: bool) -> Step:
 
 def _validate(rule: CheckRule | ForeignKeyRule, shown: Rule | None = None) -> Step:
     return Step(f"validate {rule.label}", (validate_sql(rule.table, rule.name),),
-                kind="validate", rule=shown or rule)
+                kind="validate", rule=shown or rule, validates=(rule.table, rule.name))
 
 
 def _add_then_validate(rule: CheckRule | ForeignKeyRule, action: str, detail: str) -> Plan:

@@ -17,10 +17,11 @@ from sqlalchemy import Connection
 from sqlalchemy.exc import DBAPIError
 
 from ..audit.violations import validation_failure
-from ..errors import IntegrityError, LockRetriesExhausted, sqlstate
+from ..errors import IntegrityError, LockRetriesExhausted, ValidationFailed, sqlstate
 from ..pg import raw
 from ..pg.locks import RETRYABLE, with_lock_retries
 from ..settings import Settings
+from . import partitions
 from .ddl_plan import Plan, Step
 
 log = logging.getLogger("alembic_integrity")
@@ -59,13 +60,25 @@ def emit_offline(execute: Callable[[str], None], plan: Plan, settings: Settings)
 
 def run_online(conn: Connection, plan: Plan, settings: Settings, outcome: Outcome,
                before_validate: Hook | None = None) -> None:
-    """Run each step on an AUTOCOMMIT connection; see the module docstring."""
+    """Run each step on an AUTOCOMMIT connection; see the module docstring.
+
+    A VALIDATE on a partitioned table runs one partition at a time (see
+    ``partitions``); the repair hook runs once before it, for the whole table.
+    """
     for step in plan.steps:
         if step.kind == "validate" and before_validate is not None:
             before_validate(conn, step)
-        outcome.attempts += _run_step(conn, step, settings)
-        outcome.statements.extend(step.statements)
-        log.info("  %s: done", step.purpose)
+        for part in partitions.split_validate(conn, step):
+            if isinstance(part, partitions.PartitionStep):
+                log.info("  %s: scanning", part.purpose)
+            try:
+                outcome.attempts += _run_step(conn, part, settings)
+            except ValidationFailed as err:
+                if isinstance(part, partitions.PartitionStep):
+                    raise partitions.resumable(err, part) from err
+                raise
+            outcome.statements.extend(part.statements)
+            log.info("  %s: done", part.purpose)
 
 
 def _run_step(conn: Connection, step: Step, settings: Settings) -> int:

@@ -18,6 +18,7 @@ from sqlalchemy import Connection
 from ..pg.identifiers import TableName
 from ..rules.kinds import CheckRule, ForeignKeyRule, NotNullRule
 from . import ddl_plan as planner
+from . import partitions
 
 
 class EnsureOp(MigrateOperation):
@@ -158,7 +159,8 @@ class EnsureForeignKeyOp(EnsureOp):
                                      **settings))
 
     def plan(self, conn: Connection | None) -> planner.Plan:
-        return planner.plan_foreign_key(conn, self.rule)
+        by_partition = partitions.plan_foreign_key(conn, self.rule) if conn is not None else None
+        return by_partition or planner.plan_foreign_key(conn, self.rule)
 
     @property
     def label(self) -> str:

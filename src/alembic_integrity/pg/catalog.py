@@ -117,3 +117,93 @@ def foreign_key_state(conn: Connection, constraint_oid: int) -> ForeignKeyState:
 
 def quoted_columns(columns: list[str] | tuple[str, ...]) -> str:
     return ", ".join(quote(c) for c in columns)
+
+
+# --- partitioned tables ------------------------------------------------------------------
+# Reads for operations/partitions.py. What differs by version is decided here.
+
+FK_NOT_VALID_ON_PARTITIONED = 180000  # before 18: "cannot add NOT VALID foreign key on ..."
+
+
+@dataclass(frozen=True)
+class LeafConstraint:
+    """One leaf partition of a partitioned table, and its copy of a constraint (if any)."""
+
+    table: TableName  # always schema-qualified: partitions may live in other schemas
+    relid: int
+    constraint: ConstraintState | None
+    inherited: bool  # attached to a parent's constraint (conparentid / coninhcount)
+
+
+def server_version_num(conn: Connection) -> int:
+    return int(conn.execute(text("SELECT current_setting('server_version_num')")).scalar_one())
+
+
+def is_partitioned(conn: Connection, oid: int) -> bool:
+    return bool(conn.execute(
+        text("SELECT relkind = 'p' FROM pg_class WHERE oid = :rel"), {"rel": oid}
+    ).scalar())
+
+
+def fk_not_valid_on_partitioned(conn: Connection) -> bool:
+    """PostgreSQL 18 accepts ``ADD FOREIGN KEY ... NOT VALID`` on a partitioned table."""
+    return server_version_num(conn) >= FK_NOT_VALID_ON_PARTITIONED
+
+
+# Every leaf under :root (any depth, any schema), in a stable order (path of names), and on
+# each the constraint matching :name on the root: for a foreign key the clone that points to
+# the root's (conparentid chain, whatever its name), for CHECK the one of the same name (the
+# only way CHECKs are inherited), for NOT NULL (contype 'n', 18+) the one on the same column.
+# When the root has no such constraint, the leaf's own constraint of that name.
+_LEAVES = """
+WITH RECURSIVE tree(relid, path) AS (
+    SELECT CAST(:root AS oid), CAST(ARRAY[] AS text[]) COLLATE "C"
+  UNION ALL
+    SELECT i.inhrelid, t.path || CAST(n.nspname || '.' || c.relname AS text) COLLATE "C"
+    FROM tree t JOIN pg_inherits i ON i.inhparent = t.relid
+    JOIN pg_class c ON c.oid = i.inhrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+),
+root AS (
+    SELECT c.oid, c.contype, c.confrelid,
+           (SELECT a.attname FROM pg_attribute a
+            WHERE a.attrelid = c.conrelid AND a.attnum = c.conkey[1]) AS column1
+    FROM pg_constraint c WHERE c.conrelid = CAST(:root AS oid) AND c.conname = :name
+),
+clones(oid) AS (
+    SELECT oid FROM root WHERE contype = 'f'
+  UNION ALL
+    SELECT c.oid FROM pg_constraint c JOIN clones ON c.conparentid = clones.oid
+)
+SELECT n.nspname, k.relname, k.oid, con.oid, con.conname, con.contype, con.convalidated,
+       pg_get_constraintdef(con.oid), con.conparentid <> 0 OR con.coninhcount > 0
+FROM tree t
+JOIN pg_class k ON k.oid = t.relid AND k.relkind = 'r'
+JOIN pg_namespace n ON n.oid = k.relnamespace
+LEFT JOIN LATERAL (
+    SELECT c.* FROM pg_constraint c LEFT JOIN root ON true
+    WHERE c.conrelid = k.oid AND CASE
+        WHEN root.oid IS NULL THEN c.conname = :name
+        WHEN root.contype = 'f' THEN c.oid IN (SELECT oid FROM clones)
+                                     AND c.confrelid = root.confrelid
+        WHEN root.contype = 'n' THEN c.contype = 'n' AND (
+            SELECT a.attname FROM pg_attribute a
+            WHERE a.attrelid = c.conrelid AND a.attnum = c.conkey[1]) = root.column1
+        ELSE c.contype = root.contype AND c.conname = :name END
+    LIMIT 1
+) con ON true
+WHERE t.relid <> CAST(:root AS oid)
+ORDER BY t.path
+"""
+
+
+def leaf_constraints(conn: Connection, root: int, name: str) -> list[LeafConstraint]:
+    """The leaf partitions of ``root`` with their copy of constraint ``name`` (see _LEAVES)."""
+    leaves = []
+    for row in conn.execute(text(_LEAVES), {"root": root, "name": name}):
+        state = None
+        if row[3] is not None:
+            state = ConstraintState(int(row[3]), row[4], row[5], bool(row[6]),
+                                    row[7].removesuffix(" NOT VALID"))
+        leaves.append(LeafConstraint(TableName(row[1], row[0]), int(row[2]), state,
+                                     bool(row[8])))
+    return leaves
