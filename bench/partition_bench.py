@@ -18,25 +18,29 @@ referent. One writer thread inserts a row into the partitioned table every
   second run is timed: the work redone after a failure (whole: the VALIDATE again, every
   partition; toolkit: the same operation again, which resumes at the last partition).
 
-Reported per case: total time, the writer's longest wait, inserts done, and the longest
-single statement (for the toolkit: the longest partition's VALIDATE, i.e. the longest any
-partition stays locked by the scan). Ratios toolkit / whole are printed side by side.
+Reported per case (the run of median total time out of ``--repeat``, default 3; the JSON
+keeps every run): total time, the part of it spent in statements that read rows, the
+writer's longest wait, inserts done, and the longest single statement (for the toolkit:
+the longest partition's VALIDATE, i.e. the longest any partition stays locked by a
+scan). Ratios toolkit / whole are printed side by side.
 
-Run: ``.venv/bin/python bench/partition_bench.py [--rows N] [--partitions P] [--url URL]
-[--json PATH]``. Without ``--url`` a throwaway PostgreSQL is started and deleted afterwards.
+Run: ``.venv/bin/python bench/partition_bench.py [--rows N] [--partitions P] [--repeat R]
+[--url URL] [--json PATH]``. Without ``--url`` a throwaway PostgreSQL is started and
+deleted afterwards.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import json
 import os
 import platform
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -172,10 +176,11 @@ class Writer:
 
 
 class Timer:
-    """The longest statement the benchmarked session sends."""
+    """The longest statement the benchmarked session sends, and the time spent scanning."""
 
     def __init__(self, engine: Engine) -> None:
         self.longest = (0.0, "")
+        self.scan_s = 0.0
         event.listen(engine, "before_cursor_execute", self._before)
         event.listen(engine, "after_cursor_execute", self._after)
 
@@ -186,6 +191,17 @@ class Timer:
         seconds = time.perf_counter() - conn.info.pop("pb_began", time.perf_counter())
         if seconds > self.longest[0]:
             self.longest = (seconds, " ".join(statement.split())[:90])
+        if is_scan(statement):
+            self.scan_s += seconds
+
+
+def is_scan(statement: str) -> bool:
+    """Statements that read the rows: VALIDATE, SET NOT NULL, a validated ADD CONSTRAINT."""
+    s = statement.upper()
+    if "PG_TEMP." in s:
+        return False  # the toolkit's scratch table, empty
+    return ("VALIDATE CONSTRAINT" in s or "SET NOT NULL" in s
+            or ("ADD CONSTRAINT" in s and "NOT VALID" not in s))
 
 
 # --------------------------------------------------------------------------- cases
@@ -236,6 +252,9 @@ class Result:
     failed_inserts: int
     longest_statement_s: float
     longest_statement: str
+    scan_s: float
+    runs_total_s: list[float] = field(default_factory=list)
+    runs_max_wait_ms: list[float] = field(default_factory=list)
 
 
 def measure(engine: Engine, timer: Timer, conninfo: str, rule: str, way: str,
@@ -244,7 +263,7 @@ def measure(engine: Engine, timer: Timer, conninfo: str, rule: str, way: str,
         time.sleep(WRITER_LEAD_IN_S)
         if prepare is not None:
             prepare()
-        timer.longest = (0.0, "")
+        timer.longest, timer.scan_s = (0.0, ""), 0.0
         began = time.perf_counter()
         run(engine)
         ended = time.perf_counter()
@@ -253,7 +272,16 @@ def measure(engine: Engine, timer: Timer, conninfo: str, rule: str, way: str,
         raise RuntimeError(f"writer failed: {writer.error!r}")
     stats = writer.stats(began, ended)
     return Result(rule, way, ended - began, stats["max_wait_ms"], stats["inserts"],
-                  stats["failed"], timer.longest[0], timer.longest[1])
+                  stats["failed"], timer.longest[0], timer.longest[1], timer.scan_s)
+
+
+def median_of(runs: list[Result]) -> Result:
+    """The run of median total time, carrying every run's total and longest wait."""
+    ordered = sorted(runs, key=lambda r: r.total_s)
+    chosen = dataclasses.replace(ordered[len(ordered) // 2])
+    chosen.runs_total_s = [r.total_s for r in runs]
+    chosen.runs_max_wait_ms = [r.writer_max_wait_ms for r in runs]
+    return chosen
 
 
 def rerun_case(engine: Engine, timer: Timer, conninfo: str, way: str,
@@ -280,8 +308,8 @@ def rerun_case(engine: Engine, timer: Timer, conninfo: str, way: str,
 def report(results: list[Result], meta: dict[str, Any]) -> None:
     table = Table(title=f"VALIDATE on a partitioned table ({meta['rows']:,} rows, "
                         f"{meta['partitions']} partitions, {meta['server_version']})")
-    for column in ("rule", "way", "total s", "writer longest wait ms", "inserts",
-                   "longest statement s", "ratio total", "ratio wait"):
+    for column in ("rule", "way", "total s", "scanning s", "writer longest wait ms",
+                   "inserts", "longest statement s", "ratio total", "ratio wait"):
         table.add_column(column, justify="left" if column in ("rule", "way") else "right")
     by_key = {(r.rule, r.way): r for r in results}
     for r in results:
@@ -291,7 +319,8 @@ def report(results: list[Result], meta: dict[str, Any]) -> None:
             ratio_total = f"x{r.total_s / base.total_s:.2f}"
             ratio_wait = f"x{r.writer_max_wait_ms / max(base.writer_max_wait_ms, 0.001):.2f}"
         failed = f" ({r.failed_inserts} failed)" if r.failed_inserts else ""
-        table.add_row(r.rule, r.way, f"{r.total_s:.3f}", f"{r.writer_max_wait_ms:.1f}",
+        table.add_row(r.rule, r.way, f"{r.total_s:.3f}", f"{r.scan_s:.3f}",
+                      f"{r.writer_max_wait_ms:.1f}",
                       f"{r.inserts}{failed}",
                       f"{r.longest_statement_s:.3f}", ratio_total, ratio_wait)
     Console(width=160).print(table)
@@ -305,6 +334,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--rows", type=int, default=DEFAULT_ROWS)
     parser.add_argument("--partitions", type=int, default=DEFAULT_PARTITIONS)
+    parser.add_argument("--repeat", type=int, default=3, help="runs per case; median shown")
     parser.add_argument("--url")
     parser.add_argument("--json", type=Path, default=DEFAULT_JSON)
     args = parser.parse_args()
@@ -312,7 +342,7 @@ def main() -> None:
         url = args.url or stack.enter_context(throwaway_postgres())
         engine = create_engine(url)
         stack.callback(engine.dispose)
-        results, meta = run_all(engine, url, args.rows, args.partitions)
+        results, meta = run_all(engine, url, args.rows, args.partitions, args.repeat)
     report(results, meta)
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps({"meta": meta, "results": [asdict(r) for r in results]},
@@ -320,25 +350,31 @@ def main() -> None:
     console.log(f"wrote {args.json}")
 
 
-def run_all(engine: Engine, url: str, rows: int, partitions: int
+def run_all(engine: Engine, url: str, rows: int, partitions: int, repeat: int
             ) -> tuple[list[Result], dict[str, Any]]:
     version = int(exec_sql(engine, "SHOW server_version_num")[0][0])
     meta = {"rows": rows, "partitions": partitions, "cores": os.cpu_count(),
             "server_version": exec_sql(engine, "SHOW server_version")[0][0],
-            "python": platform.python_version()}
+            "python": platform.python_version(), "repeat": repeat}
     console.log(f"building {TABLE}: {rows:,} rows in {partitions} partitions")
     meta["build_s"] = build(engine, rows, partitions)
     conninfo = psycopg_conninfo(url)
     timer = Timer(engine)
     results: list[Result] = []
     for rule, way, run in cases(version):
-        reset(engine)
-        console.log(f"{rule} / {way} ...")
-        results.append(measure(engine, timer, conninfo, rule, way, run))
+        console.log(f"{rule} / {way} x{repeat} ...")
+        runs = []
+        for _ in range(repeat):
+            reset(engine)
+            runs.append(measure(engine, timer, conninfo, rule, way, run))
+        results.append(median_of(runs))
     for way, run in ((w, r) for rl, w, r in cases(version) if rl == "check"):
-        reset(engine)
-        console.log(f"check re-run after a failure / {way} ...")
-        results.append(rerun_case(engine, timer, conninfo, way, run))
+        console.log(f"check re-run after a failure / {way} x{repeat} ...")
+        runs = []
+        for _ in range(repeat):
+            reset(engine)
+            runs.append(rerun_case(engine, timer, conninfo, way, run))
+        results.append(median_of(runs))
     exec_sql(engine, f"DROP TABLE IF EXISTS {TABLE}", f"DROP TABLE IF EXISTS {REFERENT}",
              "DROP SEQUENCE IF EXISTS pb_events_seq")
     return results, meta

@@ -244,3 +244,24 @@ def test_no_step_on_the_parent_reads_rows(events: Engine, notices: Notices) -> N
     assert [(s, m) for s, m in reads if not on_leaf(s)] == []
     rows_read = sum(1 for s, m in reads if m == "row read")
     assert rows_read == 12 * ROWS_PER_LEAF  # each row once, by its own partition's VALIDATE
+
+
+# --- another definition on the parent: replaced on the whole tree ------------------------
+
+
+def test_other_definitions_are_replaced_on_every_partition(events: Engine) -> None:
+    sql(events, f'ALTER TABLE {PARENT} ADD CONSTRAINT fk_events_customer FOREIGN KEY '
+                '("Customer") REFERENCES "Sales".customer (id) ON DELETE CASCADE; '
+                f"ALTER TABLE {PARENT} ADD CONSTRAINT ck_events_qty CHECK (qty >= 0)")
+    assert [o.action for o in run_ops(events, lambda op: [check(op), fk(op)])] == [
+        "replace", "replace"]
+    state = tree_constraints(events)
+    for relation in tree(events):
+        assert state[(relation, "ck_events_qty")][1] is True, relation
+        assert fk_of(events, relation)[1] is True, relation
+    definitions = sql(events, f"""SELECT DISTINCT pg_get_constraintdef(c.oid) FROM pg_constraint c
+        JOIN pg_partition_tree('{PARENT}') t ON t.relid = c.conrelid
+        WHERE c.contype IN ('c', 'f') ORDER BY 1""")
+    assert definitions == [("CHECK ((qty > 0))",),
+                           ('FOREIGN KEY ("Customer") REFERENCES "Sales".customer(id)',)]
+    assert run_ops(events, lambda op: [check(op), fk(op)])[1].action == "none"
