@@ -214,7 +214,7 @@ def whole(*statements: str) -> Callable[[Engine], Any]:
     return run
 
 
-def toolkit(fn: Callable[[Operations], Any]) -> Callable[[Engine], Any]:
+def toolkit(fn: Callable[[Any], Any]) -> Callable[[Engine], Any]:  # op.ensure_* are dynamic
     def run(engine: Engine) -> Any:
         with engine.connect() as conn:
             ctx = MigrationContext.configure(conn)
