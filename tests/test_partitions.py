@@ -265,3 +265,32 @@ def test_other_definitions_are_replaced_on_every_partition(events: Engine) -> No
     assert definitions == [("CHECK ((qty > 0))",),
                            ('FOREIGN KEY ("Customer") REFERENCES "Sales".customer(id)',)]
     assert run_ops(events, lambda op: [check(op), fk(op)])[1].action == "none"
+
+
+def test_interrupted_at_a_locked_partition_resumes_there(
+        events: Engine, statement_log: StatementLog) -> None:
+    """Another session holds partition 9 (as a long job would): the run gives up there
+    after its lock retries; the 8 partitions before it stay validated; the re-run goes on."""
+    import psycopg  # the blocking session, outside SQLAlchemy
+
+    from alembic_integrity.errors import LockRetriesExhausted
+
+    sql(events, f"ALTER TABLE {PARENT} ADD CONSTRAINT ck_events_qty CHECK (qty > 0) NOT VALID")
+    url = events.url.set(drivername="postgresql").render_as_string(hide_password=False)
+    with psycopg.connect(url) as blocker:
+        blocker.execute(f"LOCK TABLE {LEAVES[8]} IN SHARE UPDATE EXCLUSIVE MODE")
+        with pytest.raises(LockRetriesExhausted, match="partition 9/12"):
+            run_ops(events, lambda op: op.ensure_check_constraint(
+                "ck_events_qty", "Events", "qty > 0", schema="Sales",
+                lock_timeout="100ms", retries=0))
+        blocker.rollback()
+    state = tree_constraints(events)
+    oids = {rel: oid for (rel, name), (oid, _, _) in state.items() if name == "ck_events_qty"}
+    assert sum(ok for (_, name), (_, ok, _) in state.items() if name == "ck_events_qty") == 8
+
+    statement_log.statements.clear()
+    assert run_ops(events, check).action == "validate"
+    assert validates_of(statement_log, "ck_events_qty") == [*LEAVES[8:], PARENT]
+    after = tree_constraints(events)
+    assert {rel: oid for (rel, name), (oid, _, _) in after.items()
+            if name == "ck_events_qty"} == oids
