@@ -14,11 +14,27 @@ import logging
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import psycopg
 import pytest
 from alembic.operations import Operations
-from sqlalchemy import Engine, event
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    Column,
+    Engine,
+    ForeignKeyConstraint,
+    Integer,
+    MetaData,
+    Table,
+    Text,
+    event,
+)
 
-from alembic_integrity.errors import ValidationFailed
+from alembic_integrity.audit.core import audit
+from alembic_integrity.errors import LockRetriesExhausted, ValidationFailed
+from alembic_integrity.pg import catalog
+from alembic_integrity.pg.identifiers import TableName
+from alembic_integrity.rules.metadata import rules_from_metadata
 from conftest import StatementLog, run_ops, sql
 
 PARENT = '"Sales"."Events"'
@@ -271,10 +287,6 @@ def test_interrupted_at_a_locked_partition_resumes_there(
         events: Engine, statement_log: StatementLog) -> None:
     """Another session holds partition 9 (as a long job would): the run gives up there
     after its lock retries; the 8 partitions before it stay validated; the re-run goes on."""
-    import psycopg  # the blocking session, outside SQLAlchemy
-
-    from alembic_integrity.errors import LockRetriesExhausted
-
     sql(events, f"ALTER TABLE {PARENT} ADD CONSTRAINT ck_events_qty CHECK (qty > 0) NOT VALID")
     url = events.url.set(drivername="postgresql").render_as_string(hide_password=False)
     with psycopg.connect(url) as blocker:
@@ -300,8 +312,6 @@ def test_partition_copies_are_found_by_what_they_check_not_by_name(events: Engin
     """PostgreSQL 18: a partition keeps its own NOT NULL constraint's name when the parent
     gets one; the partition-by-partition VALIDATE finds it by column. Before 18 the syntax
     does not exist (the helper CHECK carries NOT NULL there, tested above)."""
-    from alembic_integrity.pg import catalog
-
     with events.connect() as conn:
         version = catalog.server_version_num(conn)
     add = f'ALTER TABLE {PARENT} ADD CONSTRAINT events_note_nn NOT NULL "Note" NOT VALID'
@@ -321,8 +331,39 @@ def test_partition_copies_are_found_by_what_they_check_not_by_name(events: Engin
     assert all(not valid for table, (_, valid) in names.items() if table != "Sales.Events_04")
 
 
-def _table(quoted: str) -> Any:
-    from alembic_integrity.pg.identifiers import TableName
-
+def _table(quoted: str) -> TableName:
     schema, name = (part.strip('"') for part in quoted.split("."))
     return TableName(name, schema)
+
+
+# --- the audit reads a partitioned table like any other ----------------------------------
+
+
+def test_audit_counts_rows_across_partitions_and_sees_the_rules(events: Engine) -> None:
+    metadata = MetaData()
+    Table("customer", metadata, Column("id", BigInteger, primary_key=True), schema="Sales")
+    Table("Events", metadata, Column("id", BigInteger, primary_key=True),
+          Column("k", Integer, primary_key=True), Column("qty", Integer),
+          Column("Note", Text, nullable=False), Column("Customer", BigInteger),
+          CheckConstraint("qty > 0", name="ck_events_qty"),
+          ForeignKeyConstraint(["Customer"], ["Sales.customer.id"], name="fk_events_customer"),
+          schema="Sales")
+    declared = rules_from_metadata(metadata)
+    sql(events, f"UPDATE {LEAVES[0]} SET qty = -1 WHERE id IN (SELECT id FROM {LEAVES[0]} "
+                f'LIMIT 2); UPDATE {LEAVES[11]} SET "Note" = NULL WHERE id IN '
+                f"(SELECT id FROM {LEAVES[11]} LIMIT 3); UPDATE {LEAVES[5]} SET "
+                f'"Customer" = 99 WHERE id = (SELECT min(id) FROM {LEAVES[5]})')
+
+    def counts() -> dict[str, tuple[str, int]]:
+        report = audit(events, declared)
+        assert report.problems == []
+        return {f.label: (f.state, f.violations) for f in report.findings}
+
+    assert counts() == {"ck_events_qty": ("absent", 2), "Events.Note NOT NULL": ("absent", 3),
+                        "fk_events_customer": ("absent", 1)}
+    sql(events, f'UPDATE {PARENT} SET qty = 1 WHERE qty < 0; UPDATE {PARENT} SET "Note" = '
+                f"'n' WHERE \"Note\" IS NULL; UPDATE {PARENT} SET \"Customer\" = 1 "
+                'WHERE "Customer" = 99')
+    run_ops(events, all_three)
+    assert counts() == {"ck_events_qty": ("valid", 0), "Events.Note NOT NULL": ("valid", 0),
+                        "fk_events_customer": ("valid", 0)}
