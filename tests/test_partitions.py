@@ -367,3 +367,20 @@ def test_audit_counts_rows_across_partitions_and_sees_the_rules(events: Engine) 
     run_ops(events, all_three)
     assert counts() == {"ck_events_qty": ("valid", 0), "Events.Note NOT NULL": ("valid", 0),
                         "fk_events_customer": ("valid", 0)}
+
+
+def test_a_partitioned_table_without_partitions(engine: Engine) -> None:
+    sql(engine, 'CREATE TABLE customer (id bigint PRIMARY KEY); CREATE TABLE "Empty" '
+                "(id bigint, k integer, qty integer, customer bigint) PARTITION BY LIST (k)")
+
+    def ops(op: Operations) -> list[Any]:
+        return [op.ensure_check_constraint("ck_empty_qty", "Empty", "qty > 0"),
+                op.ensure_not_null("Empty", "qty"),
+                op.ensure_foreign_key("fk_empty_customer", "Empty", "customer", ["customer"],
+                                      ["id"])]
+
+    assert [o.action for o in run_ops(engine, ops)] == ["add", "set-not-null", "add"]
+    assert sql(engine, """SELECT conname, convalidated FROM pg_constraint WHERE conrelid =
+               '"Empty"'::regclass AND contype IN ('c', 'f') ORDER BY 1""") == [
+        ("ck_empty_qty", True), ("fk_empty_customer", True)]
+    assert [o.action for o in run_ops(engine, ops)] == ["none", "none", "none"]
