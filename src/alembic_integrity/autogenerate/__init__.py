@@ -1,4 +1,5 @@
 """``alembic revision --autogenerate`` that writes the toolkit's ``ensure_*`` operations.
+Imports ``operations`` (the op objects it renders), ``rules`` and ``pg``.
 
 Switch it on in env.py — one step, in both the online and the offline
 ``context.configure`` call::

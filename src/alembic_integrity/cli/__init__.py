@@ -1,4 +1,5 @@
 """The ``alembic-integrity`` command: parse, call the library, render.
+The top layer: may import anything below it; nothing in the library imports it.
 
 Each subcommand lives in a module of its own in this package and is added to
 the group below. Errors derived from :class:`IntegrityError` become one line

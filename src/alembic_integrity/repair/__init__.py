@@ -1,4 +1,5 @@
-"""Repair the rows that break declared rules, as each rule's policies say.
+"""Repair the rows that break declared rules, as each rule's policies say; log and restore.
+Imports ``rules`` and ``pg``; nothing else in the library.
 
 For every rule with violating rows, its policies are tried in order. A policy
 takes the violating rows its ``where`` matches and no earlier policy's

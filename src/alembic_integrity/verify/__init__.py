@@ -1,4 +1,5 @@
 """Prove an Alembic project's migrations on a real PostgreSQL before they meet production.
+Imports ``rules`` and ``pg`` (the throwaway server and schema snapshots).
 
 :func:`verify` runs, against a throwaway server (or an EMPTY database you name):
 
