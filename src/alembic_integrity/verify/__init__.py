@@ -44,17 +44,26 @@ exception) and ``report`` (steps, JSON, JUnit XML).
 
 from __future__ import annotations
 
+import io
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
 from sqlalchemy import MetaData, create_engine
 
-from ..errors import ConfigurationError
-from ..pg.database import shown
+from ..pg.database import normalize_url, shown
+from .baseline import current_head, policy, read_baseline, write_baseline
 from .data import DataLoader, data_label, load_data_source
 from .drift import Drift, drift
-from .inputs import require_empty, resolve_metadata, target_database
+from .inputs import (
+    BASE,
+    DATA,
+    SettingError,
+    project_environment,
+    require_empty,
+    resolve_metadata,
+    target_database,
+)
 from .report import FAILED as FAILED
 from .report import MAX_DETAILS as MAX_DETAILS
 from .report import PASSED as PASSED
@@ -67,12 +76,14 @@ from .steps import Options, Progress, Run
 __all__ = [
     "AlembicRunner",
     "Drift",
+    "SettingError",
     "Step",
     "VerifyReport",
     "WrongDatabase",
     "drift",
     "junit_xml",
     "load_data_source",
+    "record_baseline",
     "verify",
 ]
 
@@ -81,35 +92,60 @@ def verify(config_path: str | Path = "alembic.ini", url: str | None = None, *,
            metadata: MetaData | str | None = None, strict: bool = False,
            data: str | Path | DataLoader | None = None, data_at: str | None = None,
            x_args: Sequence[str] = (), docker: bool | None = None, skip_drift: bool = False,
-           progress: Progress | None = None) -> VerifyReport:
+           progress: Progress | None = None, base: str | Path | DataLoader | None = None,
+           idempotent_since: str | None = None) -> VerifyReport:
     """Run every check on the project of ``config_path``; see the module docstring.
 
     ``url``: an EMPTY database to use (default: a throwaway server, started and
     deleted here). ``metadata``: a MetaData or ``module:attr`` (default: env.py's
     ``target_metadata``). ``data``/``data_at``: a loader (see
     :func:`load_data_source`) run after upgrading to revision ``data_at``.
+    ``base``: the same kinds of loader, run on the empty database before the
+    first revision (what the project creates outside Alembic).
+    ``idempotent_since``: the re-run baseline (default: ``idempotent_since`` in
+    alembic.ini's ``[alembic_integrity]`` section; see :mod:`.baseline`).
     ``progress(step)`` is called as each step ends. Raises ConfigurationError for
     bad inputs; every check's failure is in the report instead.
     """
     started = time.perf_counter()
     config_path = str(config_path)
     if (data is None) != (data_at is None):
-        raise ConfigurationError("--with-data and --data-at go together: the data set is "
-                                 "loaded after upgrading to that revision")
-    loader = load_data_source(data) if data is not None else None
+        raise SettingError("the data set and the revision to load it at go together", DATA)
     with preserved_logging():
         require_config(config_path)
-        model = resolve_metadata(metadata, config_path, skip_drift)
         report = VerifyReport(config_path)
-        with target_database(url, docker) as (db_url, server, server_seconds):
+        with target_database(url, docker) as (db_url, server, server_seconds), \
+                project_environment(config_path, normalized(db_url)):
             report.database = shown(db_url)
             report.server, report.server_seconds = server, server_seconds
             runner = AlembicRunner(config_path, db_url, x_args=x_args)
-            resolved = runner.resolve(data_at) if data_at is not None else None
-            options = Options(strict, model, loader, resolved, data_label(data))
+            try:
+                options = _options(runner, report, metadata=metadata, strict=strict, data=data,
+                                   data_at=data_at, skip_drift=skip_drift, base=base,
+                                   idempotent_since=idempotent_since)
+            except BaseException:
+                runner.close()
+                raise
             _verify_on(runner, report, options, progress, check_empty=url is not None)
     report.seconds = time.perf_counter() - started
     return report
+
+
+def _options(runner: AlembicRunner, report: VerifyReport, *, metadata: MetaData | str | None,
+             strict: bool, data: str | Path | DataLoader | None, data_at: str | None,
+             skip_drift: bool, base: str | Path | DataLoader | None,
+             idempotent_since: str | None) -> Options:
+    """The run's inputs, read once the URL is in place (env.py and models may read it)."""
+    loader = load_data_source(data) if data is not None else None
+    base_loader = load_data_source(base, BASE, "base schema") if base is not None else None
+    model = resolve_metadata(metadata, runner, skip_drift)
+    resolved = runner.resolve(data_at) if data_at is not None else None
+    source = "given" if idempotent_since is not None else "alembic.ini [alembic_integrity]"
+    chosen = idempotent_since if idempotent_since is not None else read_baseline(runner.config)
+    rerun = policy(runner.script, chosen, source)
+    report.idempotent_since = rerun.baseline
+    return Options(strict, model, loader, resolved, data_label(data), base=base_loader,
+                   base_label=data_label(base), rerun=rerun)
 
 
 def _verify_on(runner: AlembicRunner, report: VerifyReport, options: Options,
@@ -122,3 +158,22 @@ def _verify_on(runner: AlembicRunner, report: VerifyReport, options: Options,
     finally:
         runner.close()
         engine.dispose()
+
+
+def record_baseline(config_path: str | Path = "alembic.ini") -> str:
+    """Write the project's current head as ``idempotent_since`` into alembic.ini; return it.
+
+    Reads only the revision files (nothing connects, env.py does not run).
+    """
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
+    path = require_config(config_path)
+    head = current_head(ScriptDirectory.from_config(Config(str(path), stdout=io.StringIO())))
+    write_baseline(path, head)
+    return head
+
+
+def normalized(url: str) -> str:
+    """The URL env.py gets in DATABASE_URL: the one the runner uses, password included."""
+    return normalize_url(url).render_as_string(hide_password=False)
