@@ -69,12 +69,12 @@ class VerifyReport:
     def summary(self) -> str:
         counts = {status: sum(s.status == status for s in self.steps)
                   for status in (PASSED, FAILED, SKIPPED)}
-        parts = [f"{counts[PASSED]} passed"]
-        parts += [f"{counts[s]} {s}" for s in (FAILED, SKIPPED) if counts[s]]
         exempt = sum(s.kind == "rerun" and s.status == SKIPPED and NOT_REQUIRED in s.message
                      for s in self.steps)
-        if exempt:
-            parts.append(f"{plural(exempt, 're-run')} not required")
+        parts = [f"{counts[PASSED]} passed"]
+        parts += [f"{counts[s]} {s}" for s in (FAILED, SKIPPED) if counts[s]]
+        if exempt:  # say why, so skipped re-runs do not read as checks that could not run
+            parts[-1] += f" ({plural(exempt, 're-run')} not required)"
         start = f", server start {self.server_seconds:.2f} s" if self.server_seconds else ""
         verdict = "OK" if self.ok else "FAILED"
         return f"verify {verdict}: {', '.join(parts)} in {self.seconds:.2f} s{start}"
