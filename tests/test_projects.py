@@ -10,6 +10,7 @@ from __future__ import annotations
 import configparser
 import os
 import shutil
+import subprocess
 import sys
 import textwrap
 from collections.abc import Iterator
@@ -127,6 +128,12 @@ def test_legacy_from_its_own_folder(tmp_path: Path, integrity_database_url: str,
     ini = copy("legacy", tmp_path)
     monkeypatch.chdir(ini.parent)
     assert run_cli("--url", integrity_database_url, *LEGACY_ARGS) == 0
+    # the console script (its sys.path starts with bin/, not the cwd) finds them too
+    script = Path(sys.executable).parent / "alembic-integrity"
+    audit = subprocess.run([str(script), "audit", "--url", integrity_database_url,
+                            "--metadata", "legacy_app.models:metadata"],
+                           capture_output=True, text=True, timeout=120, check=False)
+    assert audit.returncode == 0, audit.stdout + audit.stderr
 
 
 def test_legacy_from_elsewhere_with_base_sql(tmp_path: Path, integrity_database_url: str,

@@ -72,17 +72,30 @@ class SettingError(ConfigurationError):
 def project_environment(config_path: str | Path, url: str) -> Iterator[None]:
     """``DATABASE_URL`` = ``url`` and the project's import paths, for the whole run."""
     before = os.environ.get(URL_ENV)
-    saved_path = list(sys.path)
     os.environ[URL_ENV] = url
+    try:
+        with project_imports(config_path):
+            yield
+    finally:
+        if before is None:
+            os.environ.pop(URL_ENV, None)
+        else:
+            os.environ[URL_ENV] = before
+
+
+@contextlib.contextmanager
+def project_imports(config_path: str | Path) -> Iterator[None]:
+    """The project's modules importable as ``alembic`` would find them (see :func:`import_paths`).
+
+    A console script's ``sys.path`` starts with its own bin directory, not the
+    current one, so ``--metadata app.models:Base.metadata`` needs this.
+    """
+    saved_path = list(sys.path)
     sys.path[:0] = [p for p in import_paths(config_path) if p not in sys.path]
     try:
         yield
     finally:
         sys.path[:] = saved_path
-        if before is None:
-            os.environ.pop(URL_ENV, None)
-        else:
-            os.environ[URL_ENV] = before
 
 
 def import_paths(config_path: str | Path) -> list[str]:
