@@ -3,20 +3,26 @@
 :func:`verify` runs, against a throwaway server (or an EMPTY database you name):
 
 1. **one head**: two heads would make ``alembic upgrade head`` fail in deployment;
-2. **each revision, one at a time**, upgraded and then run AGAIN (the version
+2. **the base schema**, when given (``base=``): what the project creates outside
+   Alembic before its first revision, built on the empty database;
+3. **each revision, one at a time**, upgraded and, when its re-run is required
+   (:mod:`.baseline`: a per-revision marker, else the project's
+   ``idempotent_since`` baseline, else every revision), run AGAIN (the version
    table stamped back to what it was before, the revision upgraded once more),
    requiring that the second run changes nothing a catalog snapshot sees
    (constraints with definition, validity and OID, columns, indexes, tables,
-   row counts): a deployment that dies half way is re-run, so every revision
-   must be safe to run twice;
-3. **downgrade to base, then upgrade to head again**, which must rebuild the
-   same schema (each revision's downgrade is run on its own when the history is
-   linear, so a failure names the revision);
+   row counts): a deployment that dies half way is re-run;
 4. **drift** between the models (env.py's ``target_metadata``) and the database
-   at head: every declared CHECK, NOT NULL and FOREIGN KEY present, validated
-   and with the definition PostgreSQL stores for the model's declaration.
-   Constraints the database has and the models lack are reported; they fail
-   the run only with ``strict=True``.
+   at head, right after the first upgrade, so that whatever the downgrades do
+   it is reported: every declared CHECK, NOT NULL and FOREIGN KEY present,
+   validated and with the definition PostgreSQL stores for the model's
+   declaration. Constraints the database has and the models lack are reported;
+   they fail the run only with ``strict=True``;
+5. **downgrade to base, then upgrade to head again**, which must rebuild the
+   same schema (each revision's downgrade is run on its own when the history is
+   linear, so a failure names the revision).
+
+A failed step skips only the steps that need what it failed to build.
 
 Optionally a data set is loaded after a given revision (``data=`` /
 ``data_at=``) so that later revisions, their re-runs and the downgrades run
@@ -25,18 +31,21 @@ over rows, as data migrations do in production.
 Alembic runs in this process, through ``EnvironmentContext`` like
 ``alembic.command`` does, but with one ``ScriptDirectory`` for the whole run:
 ``alembic.command`` re-reads every revision file on each call, which would make
-verify quadratic in the number of revisions. The project's ``env.py`` gets the
-database URL as ``config.attributes["url"]``, as ``DATABASE_URL`` in
-``os.environ`` (for the duration of the run) and as the in-memory
-``sqlalchemy.url``; before any revision runs, verify checks that env.py
-really connected to that database, and stops otherwise.
+verify quadratic in the number of revisions. The server is started first; the
+project's ``env.py`` then gets the database URL as ``config.attributes["url"]``,
+as ``DATABASE_URL`` in ``os.environ`` (for the duration of the run, set before
+env.py or the models are first imported, so settings read at import see it)
+and as the in-memory ``sqlalchemy.url``; before any revision runs, verify
+checks that env.py really connected to that database, and stops otherwise.
 
 Failures never raise: each becomes a failed :class:`Step` naming the revision
 and, when PostgreSQL refused something, the statement and its message.
 Problems with the inputs (no alembic.ini, a bad ``--metadata``, a database
-that is not empty) raise :class:`~alembic_integrity.errors.ConfigurationError`.
+that is not empty) raise :class:`~alembic_integrity.errors.ConfigurationError`
+(a :class:`SettingError` names the setting, as a CLI option or a pytest ini key).
 
-The package, in the order a run uses it: ``inputs`` (the models, the database),
+The package, in the order a run uses it: ``inputs`` (the models, the database,
+the environment env.py sees), ``baseline`` (which re-runs are required),
 ``runner`` (Alembic in this process), ``steps`` (the checks), ``data`` (the
 ``--with-data`` set), ``drift``, ``failures`` (a step's message from an
 exception) and ``report`` (steps, JSON, JUnit XML).
