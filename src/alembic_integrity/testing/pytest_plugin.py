@@ -178,7 +178,7 @@ def integrity_verify_report(pytestconfig: pytest.Config, integrity_alembic_confi
 
     ini = pytestconfig.getini
     with fresh_database(integrity_postgres_url, prefix="verify") as url:
-        problem = None
+        problem: str | None = None
         try:
             report = verify(integrity_alembic_config, url,
                             metadata=str(ini(METADATA_INI)) or None,
@@ -253,12 +253,12 @@ class TestAlembicMigrations:
         from ..errors import ConfigurationError
 
         if "integrity_revision" in metafunc.fixturenames:
+            problem: str | None = None
+            revisions: list[str] = []
             try:
                 revisions = _revisions(alembic_config_path(metafunc.config))
             except ConfigurationError as err:
-                revisions, problem = [], str(err)
-            else:
-                problem = None
+                problem = str(err)
             if problem is not None:
                 pytest.fail(f"alembic-integrity: {problem}", pytrace=False)
             metafunc.parametrize("integrity_revision", revisions, ids=revisions)
