@@ -179,7 +179,9 @@ def test_input_errors_name_the_cli_option(tmp_path: Path, integrity_database_url
     assert "Traceback" not in err and len(err.strip().splitlines()) == 1
     assert run_cli("-c", ini, "--url", integrity_database_url, "--metadata",
                    "legacy_app.nothing:metadata", *base) == 2
-    assert "cannot import legacy_app.nothing" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "metadata 'legacy_app.nothing:metadata': importing legacy_app.nothing failed" in err
+    assert "pass --metadata MODULE:ATTR" in err
     assert run_cli("-c", ini, "--url", integrity_database_url, "--skip-drift",
                    "--base-callable", "legacy_app.schema:missing") == 2
     err = capsys.readouterr().err

@@ -34,6 +34,7 @@ from typing import Any
 
 from ..errors import ConfigurationError
 from ..settings import SECTION
+from .inputs import BASELINE, SettingError
 from .report import NOT_REQUIRED
 
 BASELINE_KEY = "idempotent_since"
@@ -82,9 +83,9 @@ def policy(script_directory: Any, baseline: str | None, source: str) -> RerunPol
     else:
         problem = "not a revision of this project"
     if found is None:
-        raise ConfigurationError(
-            f"{BASELINE_KEY} = {baseline} ({source}): {problem}; set it to a revision id, "
-            "'base', or run verify --set-baseline to record the current head")
+        raise SettingError(f"{BASELINE_KEY} = {baseline} ({source}): {problem}; use a "
+                           "revision id or 'base' (verify --set-baseline records the head)",
+                           BASELINE)
     revision = str(found.revision)
     exempt = frozenset(s.revision for s in script_directory.walk_revisions("base", revision))
     return RerunPolicy(revision, exempt, source)

@@ -45,7 +45,6 @@ BASE = Setting("--base-sql FILE or --base-callable MODULE:FUNCTION",
                "alembic_integrity_base = FILE.sql or module:function")
 DATA = Setting("--with-data with --data-at REVISION",
                "alembic_integrity_data with alembic_integrity_data_at")
-CONFIG = Setting("-c path/to/alembic.ini", "alembic_integrity_config = path/to/alembic.ini")
 BASELINE = Setting("--idempotent-since REVISION (or idempotent_since in alembic.ini)",
                    "alembic_integrity_idempotent_since = REVISION (or idempotent_since in "
                    "alembic.ini)")
@@ -167,7 +166,8 @@ def metadata_from_env(runner: Any) -> MetaData | None:
 
 
 def _without_flag(message: str) -> str:
-    return message.removeprefix("--metadata ")
+    """load_metadata speaks CLI ("--metadata 'x'"); the setting is named after the problem."""
+    return "metadata " + message.removeprefix("--metadata ")
 
 
 def _first_line(err: BaseException) -> str:
