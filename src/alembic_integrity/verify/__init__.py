@@ -22,7 +22,9 @@
    same schema (each revision's downgrade is run on its own when the history is
    linear, so a failure names the revision).
 
-A failed step skips only the steps that need what it failed to build.
+A failed re-run or drift stops nothing; a failed downgrade skips only the
+upgrade back; a failed upgrade ends the run there (the database stays as it
+stopped, for inspection).
 
 Optionally a data set is loaded after a given revision (``data=`` /
 ``data_at=``) so that later revisions, their re-runs and the downgrades run

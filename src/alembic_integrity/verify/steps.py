@@ -1,7 +1,7 @@
 """The checks, in order: one head, the base schema, each revision upgraded and re-run, drift
-at head, downgrade, upgrade again. A failed step skips only the steps that need what it
-failed to build: drift is taken at head before any downgrade, so a broken downgrade
-never hides it."""
+at head, downgrade, upgrade again. Drift is checked at head before any downgrade, so a
+broken downgrade never hides it; a failed re-run or drift stops nothing; a failed upgrade
+ends the run there, leaving the database as it stopped for inspection."""
 
 from __future__ import annotations
 
