@@ -287,6 +287,28 @@ def test_portable_set_baseline_then_a_new_revision_must_rerun(
     assert "✗ re-run 0003" in out and 'column "note" of relation "task" already exists' in out
 
 
+def test_env_py_reading_another_variable(tmp_path: Path, integrity_postgres_url: str) -> None:
+    """An env.py that reads PORTABLE_DB: the error says so; --url-env sets it for the run."""
+    from alembic_integrity.testing.pytest_plugin import fresh_database
+
+    ini = copy("portable", tmp_path)
+    env = ini.parent / "migrations" / "env.py"
+    env.write_text(env.read_text().replace(
+        'return (config.attributes.get("url") or os.environ.get("DATABASE_URL")\n'
+        '            or config.get_main_option("sqlalchemy.url") or "")',
+        'return os.environ["PORTABLE_DB"]'))
+    with fresh_database(integrity_postgres_url) as url, \
+            pytest.raises(ConfigurationError) as info:
+        verify(ini, url, idempotent_since="0002")
+    assert "KeyError: 'PORTABLE_DB'" in str(info.value)
+    assert "--url-env NAME (the variable env.py reads its URL from)" in str(info.value)
+    assert "PORTABLE_DB" not in os.environ
+    with fresh_database(integrity_postgres_url) as url:
+        report = verify(ini, url, idempotent_since="0002", url_env=["PORTABLE_DB"])
+    assert report.ok, [(s.name, s.message) for s in report.failures]
+    assert "PORTABLE_DB" not in os.environ
+
+
 # --------------------------------------------------------------------------- the baseline line
 
 

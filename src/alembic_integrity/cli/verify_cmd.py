@@ -52,13 +52,17 @@ _STATEMENT_LINES = 12
 @click.option("--idempotent-since", metavar="REVISION",
               help="Re-run baseline: this revision and its ancestors need not survive a "
                    "re-run (default: idempotent_since in alembic.ini's [alembic_integrity]).")
+@click.option("--url-env", "url_env", multiple=True, metavar="NAME",
+              help="Also set this environment variable to the run's URL, for an env.py that "
+                   "does not read DATABASE_URL (repeatable).")
 @click.option("--set-baseline", is_flag=True,
               help="Record the current head as idempotent_since in alembic.ini, then verify.")
 def verify_command(config_path: str, metadata_spec: str | None, url: str | None, strict: bool,
                    data: str | None, data_at: str | None, fmt: str, junit: Path | None,
                    x_args: tuple[str, ...], docker: bool | None, skip_drift: bool,
                    base_sql: Path | None, base_callable: str | None,
-                   idempotent_since: str | None, set_baseline: bool) -> None:
+                   idempotent_since: str | None, url_env: tuple[str, ...],
+                   set_baseline: bool) -> None:
     """Upgrade, re-run, downgrade and re-upgrade every revision; compare models and database.
 
     Exit code 0: everything holds; 1: a check failed; 2: a usage or configuration error.
@@ -82,7 +86,7 @@ def verify_command(config_path: str, metadata_spec: str | None, url: str | None,
     report = verify(config_path, url, metadata=metadata_spec, strict=strict, data=data,
                     data_at=data_at, x_args=x_args, docker=docker, skip_drift=skip_drift,
                     base=base_sql if base_sql is not None else base_callable,
-                    idempotent_since=idempotent_since,
+                    idempotent_since=idempotent_since, url_env=url_env,
                     progress=(lambda step: _print_step(console, step)) if live else None)
     if junit is not None:
         junit.write_text(junit_xml(report), encoding="utf-8")

@@ -33,8 +33,9 @@ env.py's ``target_metadata``), ``alembic_integrity_strict``,
 ``alembic_integrity_data`` and ``alembic_integrity_data_at`` (see ``verify
 --with-data``), ``alembic_integrity_base`` (``verify --base-sql`` /
 ``--base-callable``), ``alembic_integrity_idempotent_since`` (the re-run
-baseline; default ``idempotent_since`` in alembic.ini) and
-``alembic_integrity_skip_drift``. env.py must take its URL from
+baseline; default ``idempotent_since`` in alembic.ini),
+``alembic_integrity_skip_drift`` and ``alembic_integrity_url_env`` (variables
+besides ``DATABASE_URL`` that get the URL). env.py must take its URL from
 ``config.attributes["url"]``, ``DATABASE_URL`` or ``sqlalchemy.url``. A bad
 setting fails the tests with one line naming the ini key, no traceback.
 
@@ -70,6 +71,7 @@ DATA_AT_INI = "alembic_integrity_data_at"
 BASE_INI = "alembic_integrity_base"
 BASELINE_INI = "alembic_integrity_idempotent_since"
 SKIP_DRIFT_INI = "alembic_integrity_skip_drift"
+URL_ENV_INI = "alembic_integrity_url_env"
 
 # --------------------------------------------------------------------------- options
 
@@ -92,6 +94,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                   "survive a re-run (default: idempotent_since in alembic.ini).", default="")
     parser.addini(SKIP_DRIFT_INI, "Do not compare the models with the database.",
                   type="bool", default=False)
+    parser.addini(URL_ENV_INI, "Environment variables besides DATABASE_URL that get the "
+                  "verify run's URL (for an env.py that reads another one).", type="args",
+                  default=[])
     parser.addoption("--integrity-verify", action="store_true", default=False,
                      help="Collect the alembic-integrity verify checks as tests (like the "
                           f"ini option {VERIFY_INI} = true).")
@@ -186,7 +191,8 @@ def integrity_verify_report(pytestconfig: pytest.Config, integrity_alembic_confi
                             data_at=str(ini(DATA_AT_INI)) or None,
                             base=str(ini(BASE_INI)) or None,
                             idempotent_since=str(ini(BASELINE_INI)) or None,
-                            skip_drift=bool(ini(SKIP_DRIFT_INI)))
+                            skip_drift=bool(ini(SKIP_DRIFT_INI)),
+                            url_env=[str(name) for name in ini(URL_ENV_INI)])
         except ConfigurationError as err:
             problem = ini_message(err)
         if problem is not None:  # failed outside the except: no chained traceback

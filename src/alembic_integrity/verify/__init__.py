@@ -62,6 +62,7 @@ from pathlib import Path
 
 from sqlalchemy import MetaData, create_engine
 
+from ..errors import ConfigurationError
 from ..pg.database import normalize_url, shown
 from .baseline import current_head, policy, read_baseline, write_baseline
 from .data import DataLoader, data_label, load_data_source
@@ -104,7 +105,7 @@ def verify(config_path: str | Path = "alembic.ini", url: str | None = None, *,
            data: str | Path | DataLoader | None = None, data_at: str | None = None,
            x_args: Sequence[str] = (), docker: bool | None = None, skip_drift: bool = False,
            progress: Progress | None = None, base: str | Path | DataLoader | None = None,
-           idempotent_since: str | None = None) -> VerifyReport:
+           idempotent_since: str | None = None, url_env: Sequence[str] = ()) -> VerifyReport:
     """Run every check on the project of ``config_path``; see the module docstring.
 
     ``url``: an EMPTY database to use (default: a throwaway server, started and
@@ -115,6 +116,8 @@ def verify(config_path: str | Path = "alembic.ini", url: str | None = None, *,
     first revision (what the project creates outside Alembic).
     ``idempotent_since``: the re-run baseline (default: ``idempotent_since`` in
     alembic.ini's ``[alembic_integrity]`` section; see :mod:`.baseline`).
+    ``url_env``: environment variables besides ``DATABASE_URL`` that get the
+    URL for the run, for env.py files that read another one.
     ``progress(step)`` is called as each step ends. Raises ConfigurationError for
     bad inputs; every check's failure is in the report instead.
     """
@@ -126,7 +129,7 @@ def verify(config_path: str | Path = "alembic.ini", url: str | None = None, *,
         require_config(config_path)
         report = VerifyReport(config_path)
         with target_database(url, docker) as (db_url, server, server_seconds), \
-                project_environment(config_path, normalized(db_url)):
+                project_environment(config_path, normalized(db_url), url_env):
             report.database = shown(db_url)
             report.server, report.server_seconds = server, server_seconds
             runner = AlembicRunner(config_path, db_url, x_args=x_args)
@@ -150,7 +153,12 @@ def _options(runner: AlembicRunner, report: VerifyReport, *, metadata: MetaData 
     loader = load_data_source(data) if data is not None else None
     base_loader = load_data_source(base, BASE, "base schema") if base is not None else None
     model = resolve_metadata(metadata, runner, skip_drift)
-    resolved = runner.resolve(data_at) if data_at is not None else None
+    try:
+        resolved = runner.resolve(data_at) if data_at is not None else None
+    except SettingError:
+        raise
+    except ConfigurationError as err:
+        raise SettingError(f"the revision to load the data set at: {err}", DATA) from err
     source = "given" if idempotent_since is not None else "alembic.ini [alembic_integrity]"
     chosen = idempotent_since if idempotent_since is not None else read_baseline(runner.config)
     rerun = policy(runner.script, chosen, source)

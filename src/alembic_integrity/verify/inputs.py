@@ -17,7 +17,7 @@ import contextlib
 import io
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -45,6 +45,9 @@ BASE = Setting("--base-sql FILE or --base-callable MODULE:FUNCTION",
                "alembic_integrity_base = FILE.sql or module:function")
 DATA = Setting("--with-data with --data-at REVISION",
                "alembic_integrity_data with alembic_integrity_data_at")
+URL_ENV_NAMES = Setting("--url-env NAME (the variable env.py reads its URL from)",
+                        "alembic_integrity_url_env = NAME (the variable env.py reads its URL "
+                        "from)")
 BASELINE = Setting("--idempotent-since REVISION (or idempotent_since in alembic.ini)",
                    "alembic_integrity_idempotent_since = REVISION (or idempotent_since in "
                    "alembic.ini)")
@@ -68,18 +71,22 @@ class SettingError(ConfigurationError):
 
 
 @contextlib.contextmanager
-def project_environment(config_path: str | Path, url: str) -> Iterator[None]:
-    """``DATABASE_URL`` = ``url`` and the project's import paths, for the whole run."""
-    before = os.environ.get(URL_ENV)
-    os.environ[URL_ENV] = url
+def project_environment(config_path: str | Path, url: str,
+                        names: Sequence[str] = ()) -> Iterator[None]:
+    """``DATABASE_URL`` (and each of ``names``) = ``url``, and the project's import paths,
+    for the whole run; the environment is put back afterwards."""
+    variables = list(dict.fromkeys([URL_ENV, *names]))
+    before = {name: os.environ.get(name) for name in variables}
+    os.environ.update(dict.fromkeys(variables, url))
     try:
         with project_imports(config_path):
             yield
     finally:
-        if before is None:
-            os.environ.pop(URL_ENV, None)
-        else:
-            os.environ[URL_ENV] = before
+        for name, value in before.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 @contextlib.contextmanager
@@ -139,7 +146,8 @@ def resolve_metadata(metadata: MetaData | str | None, runner: Any,
     except Exception as err:
         raise SettingError(
             f"cannot read target_metadata from {runner.config.config_file_name}'s env.py "
-            f"offline ({type(err).__name__}: {_first_line(err)})", METADATA, SKIP_DRIFT) from err
+            f"offline ({type(err).__name__}: {_first_line(err)})",
+            METADATA, URL_ENV_NAMES, SKIP_DRIFT) from err
     if found is None:
         raise SettingError(f"{runner.config.config_file_name}: env.py passes no single "
                            "target_metadata to context.configure", METADATA, SKIP_DRIFT)
