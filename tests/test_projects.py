@@ -190,6 +190,11 @@ def test_input_errors_name_the_cli_option(tmp_path: Path, integrity_database_url
     assert run_cli("-c", ini, "--url", integrity_database_url, "--skip-drift",
                    "--idempotent-since", "nope", *base) == 2
     assert "idempotent_since = nope" in capsys.readouterr().err
+    assert run_cli("-c", ini, "--url", integrity_database_url, "--skip-drift",
+                   "--with-data", "json:loads", "--data-at", "nope", *base) == 2
+    err = capsys.readouterr().err
+    assert "the revision to load the data set at: revision 'nope'" in err
+    assert "pass --with-data with --data-at REVISION" in err
 
 
 def test_input_errors_name_the_ini_key_in_the_plugin(pytester: pytest.Pytester,
