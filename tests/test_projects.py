@@ -314,6 +314,18 @@ def test_env_py_reading_another_variable(tmp_path: Path, integrity_postgres_url:
     assert "PORTABLE_DB" not in os.environ
 
 
+def test_placeholder_url_when_other_commands_read_env_py(tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """audit / repair read target_metadata offline too: a placeholder URL is no URL."""
+    from alembic_integrity.rules.metadata import metadata_from_alembic
+
+    ini = copy("brittle", tmp_path)
+    ini.write_text(ini.read_text().replace("sqlalchemy.url =", 'sqlalchemy.url = ""'))
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+    monkeypatch.syspath_prepend(str(ini.parent))
+    assert "account" in metadata_from_alembic(str(ini)).tables
+
+
 # --------------------------------------------------------------------------- the baseline line
 
 
