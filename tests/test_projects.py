@@ -115,6 +115,19 @@ def test_shop_through_the_pytest_plugin(pytester: pytest.Pytester, integrity_pos
     result.assert_outcomes(passed=9)  # head, 6 revisions, downgrade/upgrade, drift
 
 
+def test_plugin_baseline_from_the_pytest_ini(pytester: pytest.Pytester,
+                                            integrity_postgres_url: str,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """alembic_integrity_idempotent_since: the baseline without touching alembic.ini."""
+    ini = copy("portable", pytester.path)
+    pytester.makeini(f"[pytest]\nalembic_integrity_verify = true\n"
+                     f"alembic_integrity_config = {ini.relative_to(pytester.path)}\n"
+                     "alembic_integrity_idempotent_since = 0002\n")
+    monkeypatch.setenv(TEST_URL_ENV, integrity_postgres_url)
+    result = pytester.runpytest_subprocess("-q", "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=5)  # head, 2 revisions, downgrade/upgrade, drift
+
+
 # --------------------------------------------------------------------------- legacy
 
 
