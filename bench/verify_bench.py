@@ -31,7 +31,6 @@ import itertools
 import json
 import os
 import platform
-import shutil
 import statistics
 import subprocess
 import sys
@@ -46,6 +45,7 @@ from alembic.config import Config
 from rich.console import Console
 from rich.table import Table
 
+from alembic_integrity.demo.project import copy_project
 from alembic_integrity.pg.throwaway import ThrowawayServer
 from alembic_integrity.testing.pytest_plugin import fresh_database
 from alembic_integrity.verify import verify
@@ -87,10 +87,7 @@ DROP = '    op.drop_table("bench_small", if_exists=True)\n'
 
 def make_project(dest: Path, extra: int) -> Path:
     """A copy of the reference project with ``extra`` generated revisions after 0005."""
-    dest.mkdir(parents=True)
-    shutil.copy(ROOT / "alembic.ini", dest / "alembic.ini")
-    shutil.copytree(ROOT / "migrations", dest / "migrations",
-                    ignore=shutil.ignore_patterns("__pycache__"))
+    copy_project(dest)
     down = "0005"
     for i in range(1, extra + 1):
         rev = f"b{i:03d}"

@@ -31,6 +31,7 @@ from sqlalchemy.engine import URL
 from alembic_integrity.audit.core import AuditReport, Finding, audit
 from alembic_integrity.cli import main
 from alembic_integrity.cli.render import audit_dict, audit_markdown
+from alembic_integrity.demo.project import MIGRATIONS
 from alembic_integrity.pg import raw
 from alembic_integrity.rules.metadata import DeclaredRules, rules_from_metadata
 from alembic_integrity.rules.policies import Expectation, expect
@@ -542,7 +543,7 @@ def test_reference_legacy_schema_finds_exactly_the_planted_rows(
 
     url = url_text(integrity_database_url)
     config = Config(str(ROOT / "alembic.ini"))
-    config.set_main_option("script_location", str(ROOT / "migrations"))
+    config.set_main_option("script_location", str(MIGRATIONS))
     config.attributes.update({"url": url, "configure_logger": False})
     command.upgrade(config, "0001")
     engine = create_engine(url)

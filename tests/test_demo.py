@@ -6,12 +6,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
 
-
-def test_demo_runs_the_story_end_to_end(integrity_postgres_url: str) -> None:
+def test_demo_runs_the_story_end_to_end(integrity_postgres_url: str, tmp_path: Path) -> None:
+    """In an empty folder: the reference project comes from the package, not the clone."""
     script = Path(sys.executable).parent / "alembic-integrity"
-    result = subprocess.run([str(script), "demo", "--rows", "2000"], cwd=ROOT,
+    result = subprocess.run([str(script), "demo", "--rows", "2000"], cwd=tmp_path,
                             capture_output=True, text=True, timeout=300, check=False)
     out = result.stdout
     assert result.returncode == 0, out[-3000:] + result.stderr[-3000:]
@@ -25,3 +24,4 @@ def test_demo_runs_the_story_end_to_end(integrity_postgres_url: str) -> None:
         "clean: nothing would fail",
     ):
         assert line in out, line
+    assert list(tmp_path.iterdir()) == []  # and it leaves the folder as it found it

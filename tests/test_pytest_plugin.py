@@ -7,20 +7,17 @@ through ``$ALEMBIC_INTEGRITY_TEST_URL``, so they start no server of their own.
 
 from __future__ import annotations
 
-import shutil
-from pathlib import Path
-
 import pytest
 
 # Imported here so they are in the sys.modules snapshot pytester restores after each in-process
 # run: the reference env.py imports them, and they register renderers with Alembic only once.
 import alembic_integrity.autogenerate
 import alembic_integrity.demo.models  # noqa: F401
+from alembic_integrity.demo.project import copy_project
 from alembic_integrity.testing.pytest_plugin import TEST_URL_ENV
 
 pytest_plugins = ["pytester"]
 
-ROOT = Path(__file__).resolve().parents[1]
 REVISIONS = ["0001", "0002", "0003", "0004", "0005"]
 SWITCH = "[pytest]\nalembic_integrity_verify = true\n"
 
@@ -68,9 +65,7 @@ def project(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch,
             integrity_postgres_url: str) -> pytest.Pytester:
     """pytester's directory holding a copy of the reference Alembic project."""
     monkeypatch.setenv(TEST_URL_ENV, integrity_postgres_url)
-    shutil.copy(ROOT / "alembic.ini", pytester.path / "alembic.ini")
-    shutil.copytree(ROOT / "migrations", pytester.path / "migrations",
-                    ignore=shutil.ignore_patterns("__pycache__"))
+    copy_project(pytester.path)
     return pytester
 
 

@@ -26,6 +26,7 @@ from sqlalchemy.schema import CreateIndex, CreateTable
 from alembic_integrity.demo import datagen
 from alembic_integrity.demo.datagen import Manifest
 from alembic_integrity.demo.models import GATEWAY_SCHEMA, metadata
+from alembic_integrity.demo.project import MIGRATIONS
 
 ROOT = Path(__file__).resolve().parents[1]
 FAILED_SEQUENCE_NUMBERS = [
@@ -39,7 +40,7 @@ TableKey = tuple[str | None, str]  # (schema, table)
 
 def alembic_config(url: str | URL | None = None) -> Config:
     cfg = Config(str(ROOT / "alembic.ini"))
-    cfg.set_main_option("script_location", str(ROOT / "migrations"))
+    cfg.set_main_option("script_location", str(MIGRATIONS))
     cfg.attributes["configure_logger"] = False
     if url is not None:
         cfg.attributes["url"] = url

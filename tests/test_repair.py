@@ -632,10 +632,11 @@ def legacy(engine: Engine) -> tuple[Engine, Any]:
     from alembic.config import Config
 
     from alembic_integrity.demo.datagen import generate
+    from alembic_integrity.demo.project import MIGRATIONS
 
     root = Path(__file__).resolve().parents[1]
     config = Config(str(root / "alembic.ini"))
-    config.set_main_option("script_location", str(root / "migrations"))
+    config.set_main_option("script_location", str(MIGRATIONS))
     config.attributes["configure_logger"] = False
     config.attributes["url"] = engine.url.render_as_string(hide_password=False)
     command.upgrade(config, "0001")

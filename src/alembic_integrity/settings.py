@@ -15,6 +15,8 @@ from typing import Any
 from .errors import ConfigurationError
 
 SECTION = "alembic_integrity"
+# Keys of the same section read by verify, not by the operations (see verify/baseline.py).
+VERIFY_KEYS = frozenset({"idempotent_since"})
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|min)?\s*$")
 _UNIT_MS = {"ms": 1.0, "s": 1000.0, "min": 60000.0, None: 1.0}
 
@@ -87,8 +89,8 @@ def from_ini(config: Any | None) -> dict[str, str]:
     if config is None:
         return {}
     section = config.get_section(SECTION) or {}
-    inherited = set(config.file_config.defaults())  # e.g. %(here)s, present in every section
-    return {key: value for key, value in section.items() if key not in inherited}
+    skipped = set(config.file_config.defaults()) | VERIFY_KEYS  # defaults: %(here)s, ...
+    return {key: value for key, value in section.items() if key not in skipped}
 
 
 def resolve(config: Any | None = None, **overrides: Any) -> Settings:

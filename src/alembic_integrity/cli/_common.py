@@ -18,6 +18,7 @@ from ..rules.metadata import (
     metadata_from_alembic,
     rules_from_metadata,
 )
+from ..verify.inputs import project_imports
 
 
 @dataclass
@@ -44,7 +45,8 @@ def engine_for(url: str | None) -> Engine:
 
 def declared_rules(metadata_spec: str | None, config_path: str) -> DeclaredRules:
     if metadata_spec:
-        return rules_from_metadata(load_metadata(metadata_spec))
+        with project_imports(config_path):  # modules of the current folder and project root
+            return rules_from_metadata(load_metadata(metadata_spec))
     if not os.path.exists(config_path):
         raise ConfigurationError(
             f"no --metadata given and no {config_path} here; pass --metadata module:attr "

@@ -14,7 +14,7 @@ import click
 from rich.console import Console
 from rich.markup import escape
 
-from ..verify import FAILED, PASSED, Step, VerifyReport, junit_xml, verify
+from ..verify import FAILED, PASSED, Step, VerifyReport, junit_xml, record_baseline, verify
 from . import cli
 from ._common import metadata_options
 
@@ -43,9 +43,26 @@ _STATEMENT_LINES = 12
               help="Throwaway server in Docker / from local binaries (default: Docker if it "
                    "answers).")
 @click.option("--skip-drift", is_flag=True, help="Do not compare the models with the database.")
+@click.option("--base-sql", type=click.Path(dir_okay=False, path_type=Path), metavar="FILE",
+              help="SQL run on the empty database before the first revision: what the "
+                   "project creates outside Alembic.")
+@click.option("--base-callable", metavar="MODULE:FUNCTION",
+              help="Like --base-sql, a function called with a SQLAlchemy Connection (e.g. one "
+                   "that runs metadata.create_all).")
+@click.option("--idempotent-since", metavar="REVISION",
+              help="Re-run baseline: this revision and its ancestors need not survive a "
+                   "re-run (default: idempotent_since in alembic.ini's [alembic_integrity]).")
+@click.option("--url-env", "url_env", multiple=True, metavar="NAME",
+              help="Also set this environment variable to the run's URL, for an env.py that "
+                   "does not read DATABASE_URL (repeatable).")
+@click.option("--set-baseline", is_flag=True,
+              help="Record the current head as idempotent_since in alembic.ini, then verify.")
 def verify_command(config_path: str, metadata_spec: str | None, url: str | None, strict: bool,
                    data: str | None, data_at: str | None, fmt: str, junit: Path | None,
-                   x_args: tuple[str, ...], docker: bool | None, skip_drift: bool) -> None:
+                   x_args: tuple[str, ...], docker: bool | None, skip_drift: bool,
+                   base_sql: Path | None, base_callable: str | None,
+                   idempotent_since: str | None, url_env: tuple[str, ...],
+                   set_baseline: bool) -> None:
     """Upgrade, re-run, downgrade and re-upgrade every revision; compare models and database.
 
     Exit code 0: everything holds; 1: a check failed; 2: a usage or configuration error.
@@ -53,13 +70,23 @@ def verify_command(config_path: str, metadata_spec: str | None, url: str | None,
     if junit is not None and not junit.resolve().parent.is_dir():
         raise click.BadParameter(f"directory {junit.parent} does not exist",
                                  param_hint="'--junit-xml'")
+    if base_sql is not None and base_callable is not None:
+        raise click.UsageError("--base-sql and --base-callable: give one of them")
+    if set_baseline and idempotent_since is not None:
+        raise click.UsageError("--set-baseline records the head; leave --idempotent-since out")
     console = Console(highlight=False, soft_wrap=True)  # CI logs: no hard wraps
     live = fmt == "table"
+    if set_baseline:
+        head = record_baseline(config_path)
+        message = f"recorded idempotent_since = {head} in {config_path}"
+        click.echo(message, err=not live)
     if live:
         where = "the given database" if url else "a throwaway PostgreSQL"
         console.print(f"verifying {escape(config_path)} on {where}")
     report = verify(config_path, url, metadata=metadata_spec, strict=strict, data=data,
                     data_at=data_at, x_args=x_args, docker=docker, skip_drift=skip_drift,
+                    base=base_sql if base_sql is not None else base_callable,
+                    idempotent_since=idempotent_since, url_env=url_env,
                     progress=(lambda step: _print_step(console, step)) if live else None)
     if junit is not None:
         junit.write_text(junit_xml(report), encoding="utf-8")

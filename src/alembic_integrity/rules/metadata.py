@@ -153,7 +153,7 @@ def metadata_from_alembic(config_path: str = "alembic.ini") -> MetaData:
     config = Config(config_path, stdout=io.StringIO())
     config.output_buffer = io.StringIO()
     config.attributes["configure_logger"] = False  # honoured by env.py files that check it
-    if not config.get_main_option("sqlalchemy.url"):
+    if not _parses(config.get_main_option("sqlalchemy.url")):  # empty, or a placeholder ("")
         config.set_main_option("sqlalchemy.url", "postgresql+psycopg://")  # offline: dialect only
     script = ScriptDirectory.from_config(config)
     seen: dict[str, Any] = {}
@@ -179,3 +179,17 @@ def metadata_from_alembic(config_path: str = "alembic.ini") -> MetaData:
             f"{config_path}: env.py sets no single target_metadata; pass --metadata module:attr"
         )
     return metadata
+
+
+def _parses(url: str | None) -> bool:
+    """A URL SQLAlchemy can read; ``""`` or ``driver://...`` placeholders in alembic.ini are not."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    if not url or not url.strip():
+        return False
+    try:
+        make_url(url.strip()).get_dialect()
+    except (ArgumentError, ValueError, ImportError, AttributeError):
+        return False
+    return True

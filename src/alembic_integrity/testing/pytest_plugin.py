@@ -31,8 +31,13 @@ Settings (ini): ``alembic_integrity_config`` (default ``alembic.ini``, relative
 to the rootdir), ``alembic_integrity_metadata`` (``module:attr``; default
 env.py's ``target_metadata``), ``alembic_integrity_strict``,
 ``alembic_integrity_data`` and ``alembic_integrity_data_at`` (see ``verify
---with-data``). env.py must take its URL from ``config.attributes["url"]``,
-``DATABASE_URL`` or ``sqlalchemy.url``.
+--with-data``), ``alembic_integrity_base`` (``verify --base-sql`` /
+``--base-callable``), ``alembic_integrity_idempotent_since`` (the re-run
+baseline; default ``idempotent_since`` in alembic.ini),
+``alembic_integrity_skip_drift`` and ``alembic_integrity_url_env`` (variables
+besides ``DATABASE_URL`` that get the URL). env.py must take its URL from
+``config.attributes["url"]``, ``DATABASE_URL`` or ``sqlalchemy.url``. A bad
+setting fails the tests with one line naming the ini key, no traceback.
 
 If no server can be started the fixtures fail loudly: a skipped integrity test
 would look like a passing one. Loaded for every pytest run in an environment
@@ -63,6 +68,10 @@ METADATA_INI = "alembic_integrity_metadata"
 STRICT_INI = "alembic_integrity_strict"
 DATA_INI = "alembic_integrity_data"
 DATA_AT_INI = "alembic_integrity_data_at"
+BASE_INI = "alembic_integrity_base"
+BASELINE_INI = "alembic_integrity_idempotent_since"
+SKIP_DRIFT_INI = "alembic_integrity_skip_drift"
+URL_ENV_INI = "alembic_integrity_url_env"
 
 # --------------------------------------------------------------------------- options
 
@@ -79,6 +88,15 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addini(DATA_INI, "A .sql file or module:function loaded during verify.", default="")
     parser.addini(DATA_AT_INI, "The revision after which alembic_integrity_data is loaded.",
                   default="")
+    parser.addini(BASE_INI, "A .sql file or module:function run on the empty database before "
+                  "the first revision (what the project creates outside Alembic).", default="")
+    parser.addini(BASELINE_INI, "Re-run baseline: this revision and its ancestors need not "
+                  "survive a re-run (default: idempotent_since in alembic.ini).", default="")
+    parser.addini(SKIP_DRIFT_INI, "Do not compare the models with the database.",
+                  type="bool", default=False)
+    parser.addini(URL_ENV_INI, "Environment variables besides DATABASE_URL that get the "
+                  "verify run's URL (for an env.py that reads another one).", type="args",
+                  default=[])
     parser.addoption("--integrity-verify", action="store_true", default=False,
                      help="Collect the alembic-integrity verify checks as tests (like the "
                           f"ini option {VERIFY_INI} = true).")
@@ -160,13 +178,33 @@ def integrity_alembic(integrity_alembic_config: Path,
 def integrity_verify_report(pytestconfig: pytest.Config, integrity_alembic_config: Path,
                             integrity_postgres_url: str) -> Iterator[VerifyReport]:
     """One ``verify`` run for the session, on a fresh database; the generated tests read it."""
+    from ..errors import ConfigurationError
     from ..verify import verify
 
     ini = pytestconfig.getini
     with fresh_database(integrity_postgres_url, prefix="verify") as url:
-        yield verify(integrity_alembic_config, url,
-                     metadata=str(ini(METADATA_INI)) or None, strict=bool(ini(STRICT_INI)),
-                     data=str(ini(DATA_INI)) or None, data_at=str(ini(DATA_AT_INI)) or None)
+        problem: str | None = None
+        try:
+            report = verify(integrity_alembic_config, url,
+                            metadata=str(ini(METADATA_INI)) or None,
+                            strict=bool(ini(STRICT_INI)), data=str(ini(DATA_INI)) or None,
+                            data_at=str(ini(DATA_AT_INI)) or None,
+                            base=str(ini(BASE_INI)) or None,
+                            idempotent_since=str(ini(BASELINE_INI)) or None,
+                            skip_drift=bool(ini(SKIP_DRIFT_INI)),
+                            url_env=[str(name) for name in ini(URL_ENV_INI)])
+        except ConfigurationError as err:
+            problem = ini_message(err)
+        if problem is not None:  # failed outside the except: no chained traceback
+            pytest.fail(f"alembic-integrity: {problem}", pytrace=False)
+        yield report
+
+
+def ini_message(err: Exception) -> str:
+    """An input error as the pytest user fixes it: ini keys, not CLI flags."""
+    from ..verify.inputs import SettingError
+
+    return err.message("ini") if isinstance(err, SettingError) else str(err)
 
 
 # --------------------------------------------------------------------------- generated tests
@@ -218,8 +256,17 @@ class TestAlembicMigrations:
     """The checks of ``alembic-integrity verify``, one test each (one per revision)."""
 
     def pytest_generate_tests(self, metafunc: pytest.Metafunc) -> None:
+        from ..errors import ConfigurationError
+
         if "integrity_revision" in metafunc.fixturenames:
-            revisions = _revisions(alembic_config_path(metafunc.config))
+            problem: str | None = None
+            revisions: list[str] = []
+            try:
+                revisions = _revisions(alembic_config_path(metafunc.config))
+            except ConfigurationError as err:
+                problem = str(err)
+            if problem is not None:
+                pytest.fail(f"alembic-integrity: {problem}", pytrace=False)
             metafunc.parametrize("integrity_revision", revisions, ids=revisions)
 
     def test_single_head(self, integrity_verify_report: VerifyReport) -> None:

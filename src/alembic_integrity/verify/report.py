@@ -10,6 +10,7 @@ from xml.etree import ElementTree
 
 PASSED, FAILED, SKIPPED = "passed", "failed", "skipped"
 MAX_DETAILS = 30  # lines of a schema diff kept per step; the rest is counted
+NOT_REQUIRED = "re-run not required"  # how a re-run exempted by the baseline rule is reported
 
 
 @dataclass
@@ -17,7 +18,7 @@ class Step:
     """One check: a revision's upgrade, its re-run, a downgrade, the drift check..."""
 
     name: str
-    kind: str  # heads | upgrade | rerun | data | downgrade | reupgrade | drift
+    kind: str  # heads | base | upgrade | rerun | data | drift | downgrade | reupgrade
     revision: str | None = None
     status: str = PASSED
     seconds: float = 0.0
@@ -46,6 +47,7 @@ class VerifyReport:
     seconds: float = 0.0
     heads: list[str] = field(default_factory=list)
     revisions: list[str] = field(default_factory=list)
+    idempotent_since: str | None = None  # the re-run baseline in force, if any
     steps: list[Step] = field(default_factory=list)
 
     @property
@@ -67,8 +69,12 @@ class VerifyReport:
     def summary(self) -> str:
         counts = {status: sum(s.status == status for s in self.steps)
                   for status in (PASSED, FAILED, SKIPPED)}
+        exempt = sum(s.kind == "rerun" and s.status == SKIPPED and NOT_REQUIRED in s.message
+                     for s in self.steps)
         parts = [f"{counts[PASSED]} passed"]
         parts += [f"{counts[s]} {s}" for s in (FAILED, SKIPPED) if counts[s]]
+        if exempt:  # say why, so skipped re-runs do not read as checks that could not run
+            parts[-1] += f" ({plural(exempt, 're-run')} not required)"
         start = f", server start {self.server_seconds:.2f} s" if self.server_seconds else ""
         verdict = "OK" if self.ok else "FAILED"
         return f"verify {verdict}: {', '.join(parts)} in {self.seconds:.2f} s{start}"

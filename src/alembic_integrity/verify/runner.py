@@ -213,8 +213,9 @@ class AlembicRunner:
         if seen != self._identity:
             raise WrongDatabase(
                 f"env.py connected to another database ({seen[0]} on port {seen[1]}) than the "
-                f"one it was given ({shown(self.url)}); make env.py use config.attributes"
-                "['url'] or the DATABASE_URL environment variable"
+                f"one it was given ({shown(self.url)}); env.py must take its URL, when it runs, "
+                "from config.attributes['url'], DATABASE_URL or sqlalchemy.url (a settings "
+                "object built earlier in this process keeps the DATABASE_URL it saw then)"
             )
         self._checked = True
 

@@ -1,16 +1,20 @@
-"""The checks, in order: one head, each revision upgraded and re-run, downgrade, upgrade, drift."""
+"""The checks, in order: one head, the base schema, each revision upgraded and re-run, drift
+at head, downgrade, upgrade again. Drift is checked at head before any downgrade, so a
+broken downgrade never hides it; a failed re-run or drift stops nothing; a failed upgrade
+ends the run there, leaving the database as it stopped for inspection."""
 
 from __future__ import annotations
 
 import contextlib
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import Engine, MetaData
 
 from ..pg.snapshot import SchemaSnapshot, differences, take
+from .baseline import RerunPolicy
 from .data import DataLoader
 from .drift import drift
 from .failures import fail_from_exception
@@ -27,6 +31,9 @@ class Options:
     loader: DataLoader | None
     data_at: str | None
     data_label: str = "data"
+    base: DataLoader | None = None  # builds what the project creates outside Alembic
+    base_label: str = "base"
+    rerun: RerunPolicy = field(default_factory=RerunPolicy)
 
 
 class Run:
@@ -90,25 +97,40 @@ class Run:
     def run(self) -> None:
         if not self.heads():
             return self.skip_rest("not run: the project needs exactly one head")
+        if self.options.base is not None and not self.build_base():
+            return self.skip_rest("not run: the base schema could not be built")
         self.empty = self.snapshot()
         scripts = self.runner.revisions()
         for index, script in enumerate(scripts):
-            if not self.revision(script.revision):
+            if not self.revision(script):
                 reason = f"not run: revision {script.revision} failed to upgrade"
                 for later in scripts[index + 1:]:
                     self.skip(f"upgrade {later.revision}", "upgrade", reason, later.revision)
                 return self.skip_rest(reason)
         self.at_head = self.snapshot()
-        if not self.downgrade(scripts):
-            return self.skip_rest("not run: the downgrade failed", after_downgrade=True)
-        self.step(Step("upgrade base -> head again", "reupgrade"), self.reupgrade)
+        # Drift first: it needs only head, and must be reported whatever the downgrades do.
         self.step(Step("drift: models vs database", "drift"), self.check_drift)
+        if not self.downgrade(scripts):
+            return self.skip("upgrade base -> head again", "reupgrade",
+                             "not run: the downgrade failed")
+        self.step(Step("upgrade base -> head again", "reupgrade"), self.reupgrade)
 
-    def skip_rest(self, reason: str, after_downgrade: bool = False) -> None:
-        if not after_downgrade:
-            self.skip("downgrade to base", "downgrade", reason)
-        self.skip("upgrade base -> head again", "reupgrade", reason)
+    def skip_rest(self, reason: str) -> None:
+        """Everything after a failed upgrade needs head: drift, the downgrades, the re-upgrade."""
         self.skip("drift: models vs database", "drift", reason)
+        self.skip("downgrade to base", "downgrade", reason)
+        self.skip("upgrade base -> head again", "reupgrade", reason)
+
+    def build_base(self) -> bool:
+        """Run the base schema loader on the empty database, before the first revision."""
+        base = self.options.base
+        assert base is not None
+
+        def build(step: Step) -> None:
+            with self.engine.begin() as conn:
+                base(conn)
+
+        return self.step(Step(f"base schema: {self.options.base_label}", "base"), build)
 
     def heads(self) -> bool:
         heads = self.runner.heads()
@@ -123,14 +145,20 @@ class Run:
         self.add(step)
         return step.ok
 
-    def revision(self, revision: str) -> bool:
-        """Upgrade to ``revision``, then run it again and require that nothing changed."""
+    def revision(self, script: Any) -> bool:
+        """Upgrade to the revision, then, if its re-run is required, run it again and
+        require that nothing changed (see :mod:`.baseline` for which are required)."""
+        revision = script.revision
         if not self.step(Step(f"upgrade {revision}", "upgrade", revision),
                          lambda step: self.runner.upgrade(revision)):
             return False
         before = self.runner.last_heads
-        self.step(Step(f"re-run {revision}", "rerun", revision),
-                  lambda step: self.rerun(step, revision, before))
+        exempt = self.options.rerun.not_required(script)
+        if exempt is not None:
+            self.skip(f"re-run {revision}", "rerun", exempt, revision)
+        else:
+            self.step(Step(f"re-run {revision}", "rerun", revision),
+                      lambda step: self.rerun(step, revision, before))
         if self.options.data_at == revision:
             return self.load_data(revision)
         return True

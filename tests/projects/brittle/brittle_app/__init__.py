@@ -1,0 +1,1 @@
+"""Accounts, with a downgrade nobody ever ran."""

@@ -1,0 +1,1 @@
+"""An application older than its migrations: its first tables came from create_all."""

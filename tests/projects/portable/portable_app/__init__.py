@@ -1,0 +1,1 @@
+"""Tasks and projects, on SQLite in development and PostgreSQL in production."""

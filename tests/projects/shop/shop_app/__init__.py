@@ -1,0 +1,1 @@
+"""A small shop: customers, products, orders."""
