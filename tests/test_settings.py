@@ -18,10 +18,12 @@ def config_with(tmp_path: Path, body: str) -> Config:
 
 
 def test_ini_then_keyword(tmp_path: Path) -> None:
-    body = "lock_timeout = 2s\nretries = 3\nvalidate_statement_timeout = 1min"
+    body = ("lock_timeout = 2s\nretries = 3\nvalidate_statement_timeout = 1min\n"
+            "lock_timeout_max = 4s\nlock_wait = 2min")
     config = config_with(tmp_path, body)
     from_ini = resolve(config)
     assert (from_ini.lock_timeout_ms, from_ini.retries) == (2000, 3)
+    assert (from_ini.lock_timeout_max_ms, from_ini.lock_wait_ms) == (4000, 120000)
     assert from_ini.validate_statement_timeout_ms == 60000
     overridden = resolve(config, lock_timeout="250ms", retries=0)
     assert (overridden.lock_timeout_ms, overridden.retries) == (250, 0)

@@ -14,6 +14,13 @@ from sqlalchemy import Connection
 from ..errors import CatalogError
 from ..pg import catalog
 from ..pg.identifiers import TableName, quote
+from ..pg.locks import (
+    ACCESS_EXCLUSIVE,
+    ROW_SHARE,
+    SHARE_ROW_EXCLUSIVE,
+    SHARE_UPDATE_EXCLUSIVE,
+    LockNeed,
+)
 from ..rules import compare as rule_compare
 from ..rules.kinds import (
     CheckRule,
@@ -36,6 +43,8 @@ class Step:
     # For VALIDATE: the table and constraint it checks, so that the executor can run it
     # partition by partition when the table is partitioned (operations/partitions.py).
     validates: tuple[TableName, str] | None = None
+    # Relations the step locks and how: looked at in pg_locks before each attempt.
+    locks: tuple[LockNeed, ...] = ()
 
 
 @dataclass
@@ -49,14 +58,34 @@ class Plan:
         return not self.steps
 
 
+def _add_locks(rule: CheckRule | ForeignKeyRule, replace: bool) -> tuple[LockNeed, ...]:
+    """ADD CHECK and any DROP CONSTRAINT: ACCESS EXCLUSIVE on the table. ADD FOREIGN KEY
+    alone: SHARE ROW EXCLUSIVE on both tables (readers may go on); dropping an old key
+    also takes ACCESS EXCLUSIVE on its referent."""
+    if not isinstance(rule, ForeignKeyRule):
+        return (LockNeed(rule.table, ACCESS_EXCLUSIVE),)
+    if not replace:
+        return (LockNeed(rule.table, SHARE_ROW_EXCLUSIVE),
+                LockNeed(rule.referent, SHARE_ROW_EXCLUSIVE))
+    return (LockNeed(rule.table, ACCESS_EXCLUSIVE), LockNeed(rule.referent, ACCESS_EXCLUSIVE))
+
+
 def _add(rule: CheckRule | ForeignKeyRule, replace: bool) -> Step:
+    """DROP IF EXISTS, then ADD. A foreign key the catalog just found absent is added
+    without the DROP, which would take ACCESS EXCLUSIVE and so wait for every reader."""
     purpose = f"replace {rule.label} (NOT VALID)" if replace else f"add {rule.label} (NOT VALID)"
-    return Step(purpose, (drop_constraint_sql(rule.table, rule.name), rule.add_sql()), rule=rule)
+    fk_add = isinstance(rule, ForeignKeyRule) and not replace
+    drop = () if fk_add else (drop_constraint_sql(rule.table, rule.name),)
+    return Step(purpose, (*drop, rule.add_sql()), rule=rule, locks=_add_locks(rule, replace))
 
 
 def _validate(rule: CheckRule | ForeignKeyRule, shown: Rule | None = None) -> Step:
+    locks: tuple[LockNeed, ...] = (LockNeed(rule.table, SHARE_UPDATE_EXCLUSIVE),)
+    if isinstance(rule, ForeignKeyRule):
+        locks += (LockNeed(rule.referent, ROW_SHARE),)
     return Step(f"validate {rule.label}", (validate_sql(rule.table, rule.name),),
-                kind="validate", rule=shown or rule, validates=(rule.table, rule.name))
+                kind="validate", rule=shown or rule, validates=(rule.table, rule.name),
+                locks=locks)
 
 
 def _add_then_validate(rule: CheckRule | ForeignKeyRule, action: str, detail: str) -> Plan:
@@ -104,6 +133,7 @@ def _set_not_null(rule: NotNullRule) -> Step:
             f"ALTER TABLE {rule.table.sql} ALTER COLUMN {quote(rule.column)} SET NOT NULL",
             drop_constraint_sql(rule.table, rule.name),
         ),
+        locks=(LockNeed(rule.table, ACCESS_EXCLUSIVE),),
     )
 
 
@@ -132,18 +162,27 @@ def plan_not_null(conn: Connection | None, rule: NotNullRule) -> Plan:
 
 
 def plan_drop(conn: Connection | None, table: TableName, name: str) -> Plan:
-    step = Step(f"drop {name}", (drop_constraint_sql(table, name),))
+    locks: tuple[LockNeed, ...] = (LockNeed(table, ACCESS_EXCLUSIVE),)
     if conn is None:
-        return Plan("drop", "offline: drop if exists", [step])
+        return Plan("drop", "offline: drop if exists", [_drop(table, name, locks)])
     oid = catalog.table_oid(conn, table)
-    if oid is None or catalog.constraint(conn, oid, name) is None:
+    live = catalog.constraint(conn, oid, name) if oid is not None else None
+    if live is None:
         return Plan("none", "absent")
-    return Plan("drop", "present", [step])
+    if live.contype == "f":  # dropping a foreign key also locks its referent
+        referent = catalog.foreign_key_state(conn, live.oid).referent_oid
+        locks += (LockNeed(referent, ACCESS_EXCLUSIVE),)
+    return Plan("drop", "present", [_drop(table, name, locks)])
+
+
+def _drop(table: TableName, name: str, locks: tuple[LockNeed, ...]) -> Step:
+    return Step(f"drop {name}", (drop_constraint_sql(table, name),), locks=locks)
 
 
 def plan_nullable(conn: Connection | None, table: TableName, column: str) -> Plan:
     step = Step(f"drop NOT NULL on {table}.{column}",
-                (f"ALTER TABLE {table.sql} ALTER COLUMN {quote(column)} DROP NOT NULL",))
+                (f"ALTER TABLE {table.sql} ALTER COLUMN {quote(column)} DROP NOT NULL",),
+                locks=(LockNeed(table, ACCESS_EXCLUSIVE),))
     if conn is None:
         return Plan("drop-not-null", "offline", [step])
     oid = catalog.table_oid(conn, table)

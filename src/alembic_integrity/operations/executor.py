@@ -17,9 +17,9 @@ from sqlalchemy import Connection
 from sqlalchemy.exc import DBAPIError
 
 from ..audit.violations import validation_failure
-from ..errors import IntegrityError, LockRetriesExhausted, ValidationFailed, sqlstate
+from ..errors import IntegrityError, ValidationFailed, sqlstate
 from ..pg import raw
-from ..pg.locks import RETRYABLE, with_lock_retries
+from ..pg.locks import with_lock_retries
 from ..settings import Settings
 from . import partitions
 from .ddl_plan import Plan, Step
@@ -43,10 +43,13 @@ class Outcome:
     attempts: int = 0
 
 
-def step_preamble(step: Step, settings: Settings) -> list[str]:
+def step_preamble(step: Step, settings: Settings, lock_timeout_ms: int | None = None
+                  ) -> list[str]:
+    """The step's timeouts; online, ``lock_timeout_ms`` is the attempt's (escalated) one."""
     timeout = (settings.validate_statement_timeout_ms if step.kind == "validate"
                else settings.ddl_statement_timeout_ms)
-    return [f"SET LOCAL lock_timeout = '{settings.lock_timeout_ms}ms'",
+    lock_timeout = settings.lock_timeout_ms if lock_timeout_ms is None else lock_timeout_ms
+    return [f"SET LOCAL lock_timeout = '{lock_timeout}ms'",
             f"SET LOCAL statement_timeout = '{timeout}ms'"]
 
 
@@ -82,19 +85,23 @@ def run_online(conn: Connection, plan: Plan, settings: Settings, outcome: Outcom
 
 
 def _run_step(conn: Connection, step: Step, settings: Settings) -> int:
+    """Look in pg_locks before each attempt (see ``pg.locks``): never queue behind a long lock."""
     try:
-        _, tries = with_lock_retries(lambda: _execute_transaction(conn, step, settings),
-                                     settings, step.purpose)
+        _, tries = with_lock_retries(
+            lambda lock_timeout: _execute_transaction(conn, step, settings, lock_timeout),
+            settings, step.purpose, conn=conn, needs=step.locks,
+            hint="then run the upgrade again")
     except DBAPIError as err:
         code = sqlstate(err)
-        raise _translate(conn, err, code, step, settings, settings.retries + 1) from err
+        raise _translate(conn, err, code, step, settings) from err
     return tries
 
 
-def _execute_transaction(conn: Connection, step: Step, settings: Settings) -> None:
+def _execute_transaction(conn: Connection, step: Step, settings: Settings,
+                         lock_timeout_ms: int) -> None:
     raw.execute(conn, "BEGIN")
     try:
-        for sql in [*step_preamble(step, settings), *step.statements]:
+        for sql in [*step_preamble(step, settings, lock_timeout_ms), *step.statements]:
             raw.execute(conn, sql)
         raw.execute(conn, "COMMIT")
     except BaseException:
@@ -103,14 +110,7 @@ def _execute_transaction(conn: Connection, step: Step, settings: Settings) -> No
 
 
 def _translate(conn: Connection, err: DBAPIError, code: str | None, step: Step,
-               settings: Settings, attempts: int) -> IntegrityError | DBAPIError:
-    if code in RETRYABLE:
-        return LockRetriesExhausted(
-            f"{step.purpose}: could not get the lock within lock_timeout="
-            f"{settings.lock_timeout_ms}ms after {attempts} attempts; nothing was changed by "
-            "this step. Find the blocking session (pg_stat_activity, pg_blocking_pids) or "
-            "raise lock_timeout / retries in [alembic_integrity], then run the upgrade again"
-        )
+               settings: Settings) -> IntegrityError | DBAPIError:
     if step.kind == "validate" and code in VIOLATIONS and step.rule is not None:
         return validation_failure(conn, step.rule)
     if step.kind == "validate" and code == QUERY_CANCELED:

@@ -355,9 +355,9 @@ def run_short(conn: Connection, sql: str | list[str], settings: Settings,
     """
     statements = [sql] if isinstance(sql, str) else sql
 
-    def once() -> list[tuple[Any, ...]]:
+    def once(lock_timeout_ms: int) -> list[tuple[Any, ...]]:
         with transaction(conn):
-            raw.execute(conn, f"SET LOCAL lock_timeout = '{settings.lock_timeout_ms}ms'")
+            raw.execute(conn, f"SET LOCAL lock_timeout = '{lock_timeout_ms}ms'")
             result = None
             for statement in statements:
                 result = raw.execute(conn, statement)
@@ -365,7 +365,9 @@ def run_short(conn: Connection, sql: str | list[str], settings: Settings,
                 result.returns_rows else []
 
     try:
-        rows, _ = with_lock_retries(once, settings, doing)
+        rows, _ = with_lock_retries(once, settings, doing, conn=conn, hint=(
+            "this batch changed nothing; run again when the blocking session is done (the "
+            "repair resumes where it stopped)"))
     except DBAPIError as err:
         if is_lock_error(err):
             raise LockRetriesExhausted(
