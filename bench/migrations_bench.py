@@ -8,7 +8,8 @@ times every insert. We run, on the same server and in one run:
                        + ``op.create_foreign_key`` in ONE migration transaction (Alembic's
                        default);
 * ``toolkit``          ``op.ensure_check_constraint`` + ``op.ensure_not_null`` +
-                       ``op.ensure_foreign_key`` with default settings (lock_timeout 500 ms);
+                       ``op.ensure_foreign_key`` with default settings (lock_timeout 50 ms,
+                       no lock requested while a long transaction holds a conflicting one);
 * ``plain+reader``     / ``toolkit+reader``: the same while a second session holds
                        ``ACCESS SHARE`` on the table for 2 s, taken just before the migration
                        (the lock-queue case);

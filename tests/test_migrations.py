@@ -113,12 +113,12 @@ def offline_sql() -> str:
 
 def test_offline_sql_has_the_online_boundaries_and_timeouts() -> None:
     sql = offline_sql()
-    block = ("BEGIN;\n\nSET LOCAL lock_timeout = '50ms';\n\nSET LOCAL statement_timeout = "
+    block = ("BEGIN;\n\nSET LOCAL lock_timeout = '200ms';\n\nSET LOCAL statement_timeout = "
              "'5000ms';\n\nALTER TABLE gateway.routing_outcomes DROP CONSTRAINT IF EXISTS "
              "ck_routing_outcomes_inference_linked;\n\nALTER TABLE gateway.routing_outcomes ADD "
              "CONSTRAINT ck_routing_outcomes_inference_linked CHECK (outcome_status IS NULL OR "
              "decision_rule <> 'cheapest_clearing_floor' OR inference_id IS NOT NULL) NOT VALID;"
-             "\n\nCOMMIT;\n\nBEGIN;\n\nSET LOCAL lock_timeout = '50ms';\n\nSET LOCAL "
+             "\n\nCOMMIT;\n\nBEGIN;\n\nSET LOCAL lock_timeout = '200ms';\n\nSET LOCAL "
              "statement_timeout = '0ms';\n\nALTER TABLE gateway.routing_outcomes VALIDATE "
              "CONSTRAINT ck_routing_outcomes_inference_linked;\n\nCOMMIT;")
     assert block in sql

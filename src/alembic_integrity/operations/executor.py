@@ -54,9 +54,12 @@ def step_preamble(step: Step, settings: Settings, lock_timeout_ms: int | None = 
 
 
 def emit_offline(execute: Callable[[str], None], plan: Plan, settings: Settings) -> None:
+    """A script can neither look at pg_locks nor retry: each step gets the one
+    ``lock_timeout`` it may ever use, the escalation's ceiling (``lock_timeout_max``)."""
+    single_shot = max(settings.lock_timeout_max_ms, settings.lock_timeout_ms)
     for step in plan.steps:
         execute("BEGIN")
-        for sql in [*step_preamble(step, settings), *step.statements]:
+        for sql in [*step_preamble(step, settings, single_shot), *step.statements]:
             execute(sql)
         execute("COMMIT")
 

@@ -237,6 +237,7 @@ class RelationLock:
 
 
 # The leading comment names the look in pg_stat_activity (whose text is cut at 1 kB).
+# pg_stat_get_activity(pid) reads one backend's entry, only for the locks that matter.
 _RELATION_LOCKS = """/* alembic_integrity: looking at pg_locks before locking */
 WITH RECURSIVE roots AS (
   SELECT r.ord::int - 1 AS root,
@@ -248,27 +249,37 @@ WITH RECURSIVE roots AS (
   SELECT root, relid FROM roots WHERE relid IS NOT NULL
   UNION
   SELECT t.root, i.inhrelid FROM tree t JOIN pg_inherits i ON i.inhparent = t.relid
+), wanted AS (
+  SELECT w.root, w.mode
+  FROM unnest(CAST(:mode_roots AS int[]), CAST(:modes AS text[])) AS w(root, mode)
+), found AS (
+  SELECT t.root, l.relation, l.pid, l.virtualtransaction, l.mode, l.granted
+  FROM tree t
+  JOIN pg_locks l ON l.locktype = 'relation' AND l.relation = t.relid
+   AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+  WHERE l.pid IS DISTINCT FROM pg_backend_pid()
+    AND EXISTS (SELECT 1 FROM wanted w WHERE w.root = t.root AND w.mode = l.mode)
 )
-SELECT t.root, l.relation::regclass::text, l.pid, l.virtualtransaction, l.mode, l.granted,
+SELECT f.root, f.relation::regclass::text, f.pid, f.virtualtransaction, f.mode, f.granted,
        extract(epoch FROM clock_timestamp() - a.xact_start)::float8,
-       CASE WHEN NOT l.granted
+       CASE WHEN NOT f.granted
             THEN extract(epoch FROM clock_timestamp() - a.query_start)::float8 END,
        CASE WHEN a.xact_start IS NOT NULL THEN a.state END,
        CASE WHEN a.xact_start IS NOT NULL THEN a.query END,
        a.backend_type,
-       CASE WHEN NOT l.granted THEN (
+       CASE WHEN NOT f.granted THEN (
          SELECT max(extract(epoch FROM clock_timestamp() - b.xact_start))::float8
-         FROM pg_stat_activity b WHERE b.pid = ANY (pg_blocking_pids(l.pid))) END
-FROM tree t
-JOIN pg_locks l ON l.locktype = 'relation' AND l.relation = t.relid
- AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
-LEFT JOIN pg_stat_activity a ON a.pid = l.pid
-WHERE l.pid IS DISTINCT FROM pg_backend_pid()
+         FROM unnest(pg_blocking_pids(f.pid)) AS bp(pid)
+         CROSS JOIN LATERAL pg_stat_get_activity(bp.pid) AS b) END
+FROM found f
+LEFT JOIN LATERAL pg_stat_get_activity(f.pid) AS a ON true
 """
 
 
-def relation_locks(conn: Connection, relations: list[TableName | int]) -> list[RelationLock]:
-    """Every lock other sessions hold or wait for on ``relations`` and their partitions.
+def relation_locks(conn: Connection, relations: list[TableName | int],
+                   modes: list[set[str]]) -> list[RelationLock]:
+    """The locks other sessions hold or wait for on ``relations`` and their partitions,
+    in one of the ``modes`` given for that relation (same index).
 
     One round trip; ``pg_locks`` is readable by every role. Relations that do
     not exist (yet) are skipped.
@@ -276,7 +287,9 @@ def relation_locks(conn: Connection, relations: list[TableName | int]) -> list[R
     schemas = [r.schema if isinstance(r, TableName) else None for r in relations]
     tables = [r.name if isinstance(r, TableName) else None for r in relations]
     oids = [r if isinstance(r, int) else None for r in relations]
-    rows = conn.execute(text(_RELATION_LOCKS),
-                        {"schemas": schemas, "tables": tables, "oids": oids}).all()
+    pairs = [(i, mode) for i, wanted in enumerate(modes) for mode in sorted(wanted)]
+    rows = conn.execute(text(_RELATION_LOCKS), {
+        "schemas": schemas, "tables": tables, "oids": oids,
+        "mode_roots": [i for i, _ in pairs], "modes": [m for _, m in pairs]}).all()
     return [RelationLock(int(r[0]), r[1], r[2], r[3], r[4], bool(r[5]), r[6], r[7], r[8],
                          r[9], r[10], r[11]) for r in rows]

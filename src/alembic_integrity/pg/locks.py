@@ -152,13 +152,16 @@ class LockLook:
                 out.append(need.relation)
         return out
 
-    def wanted(self) -> dict[int, set[str]]:
-        """Modes wanted per relation index (a self-referencing FK wants two on one)."""
+    def in_the_way(self) -> list[set[str]]:
+        """Per relation, the modes that conflict with what the step wants there."""
         relations = self.relations()
-        out: dict[int, set[str]] = {}
+        out: list[set[str]] = [set() for _ in relations]
         for need in self.needs:
-            out.setdefault(relations.index(need.relation), set()).add(need.mode)
+            out[relations.index(need.relation)] |= _CONFLICTS.get(need.mode, frozenset())
         return out
+
+    def rows(self) -> list[RelationLock]:
+        return relation_locks(self.conn, self.relations(), self.in_the_way())
 
     def look(self) -> tuple[list[Blocker], list[Blocker]]:
         """(sessions in the way for long, sessions in the way we could not age yet)."""
@@ -167,13 +170,10 @@ class LockLook:
         # A hidden holder new since a look made moments ago began after that look: young.
         recent = self.last_look is not None and now - self.last_look <= 2 * self.long_s + 0.05
         self.last_look = now
-        wanted = self.wanted()
         seen: dict[tuple[str, str, str, bool], float] = {}
         long: list[Blocker] = []
         unknown: list[Blocker] = []
-        for row in relation_locks(self.conn, self.relations()):
-            if not any(conflicts(row.mode, mode) for mode in wanted.get(row.root, ())):
-                continue
+        for row in self.rows():
             key = (row.vxid, row.relation, row.mode, row.granted)
             seen[key] = self.first_seen.get(key, now)
             observed = now - seen[key]
@@ -192,11 +192,8 @@ class LockLook:
         long, unknown = self.look()
         if long or unknown:
             return long + unknown
-        wanted = self.wanted()
         return [Blocker(r.pid, r.relation, r.mode, r.granted, r.xact_age, r.state, r.query,
-                        r.backend_type)
-                for r in relation_locks(self.conn, self.relations())
-                if any(conflicts(r.mode, m) for m in wanted.get(r.root, ()))]
+                        r.backend_type) for r in self.rows()]
 
 
 def _age(row: RelationLock, observed: float) -> float | None:
@@ -285,10 +282,11 @@ def _exhausted(doing: str, settings: Settings, failed: int, blockers: list[Block
     """The one-line error: why we stopped, who was in the way, what to do."""
     if waited:
         why = (f"other sessions held conflicting locks for the whole lock_wait="
-               f"{settings.lock_wait_ms}ms, so the lock was never requested")
+               f"{_duration(settings.lock_wait_ms)}, so the lock was never requested")
     else:
         why = (f"the lock was not granted in {failed} attempt(s) (lock_timeout "
-               f"{settings.lock_timeout_ms}ms up to {settings.lock_timeout_max_ms}ms)")
+               f"{_duration(settings.lock_timeout_ms)} up to "
+               f"{_duration(settings.lock_timeout_max_ms)})")
     shown = blockers[:3]
     more = f" and {len(blockers) - 3} more" if len(blockers) > 3 else ""
     who = ("; in the way: " + "; ".join(b.describe() for b in shown) + more) if shown else ""
@@ -296,3 +294,8 @@ def _exhausted(doing: str, settings: Settings, failed: int, blockers: list[Block
             "raise lock_wait in [alembic_integrity]")
     message = f"{doing}: {why}{who}. Nothing of this step was changed.{tail}"
     return LockRetriesExhausted(message + (f"; {hint}" if hint else ""))
+
+
+def _duration(ms: int) -> str:
+    """A setting's value as a person would write it in alembic.ini."""
+    return f"{ms // 1000}s" if ms >= 1000 and ms % 1000 == 0 else f"{ms}ms"
