@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -42,7 +42,7 @@ from ..errors import (
 )
 from ..pg import catalog, raw
 from ..pg.identifiers import TableName, check_length, quote, truncated_name
-from ..pg.locks import is_lock_error, with_lock_retries
+from ..pg.locks import LockNeed, is_lock_error, with_lock_retries
 from ..settings import Settings
 
 DEFAULT_LOG_TABLE = "alembic_integrity.repair_log"
@@ -347,11 +347,14 @@ def transaction(conn: Connection, *, read_only: bool = False) -> Iterator[Connec
 
 
 def run_short(conn: Connection, sql: str | list[str], settings: Settings,
-              doing: str) -> list[tuple[Any, ...]]:
+              doing: str, locks: Sequence[LockNeed] = ()) -> list[tuple[Any, ...]]:
     """Run ``sql`` in its own transaction under ``lock_timeout``, retrying lock waits.
 
     Each batch is such a transaction, so row locks last one batch, and a crash
     between batches leaves every committed batch complete with its log rows.
+    ``locks``: the tables the batch writes and how, looked at in ``pg_locks``
+    before each attempt (``pg.locks``); without them only the short, escalating
+    ``lock_timeout`` and the retries apply.
     """
     statements = [sql] if isinstance(sql, str) else sql
 
@@ -365,7 +368,7 @@ def run_short(conn: Connection, sql: str | list[str], settings: Settings,
                 result.returns_rows else []
 
     try:
-        rows, _ = with_lock_retries(once, settings, doing, conn=conn, hint=(
+        rows, _ = with_lock_retries(once, settings, doing, conn=conn, needs=locks, hint=(
             "this batch changed nothing; run again when the blocking session is done (the "
             "repair resumes where it stopped)"))
     except DBAPIError as err:
