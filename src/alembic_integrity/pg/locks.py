@@ -282,7 +282,9 @@ def _exhausted(doing: str, settings: Settings, failed: int, blockers: list[Block
     """The one-line error: why we stopped, who was in the way, what to do."""
     if waited:
         why = (f"other sessions held conflicting locks for the whole lock_wait="
-               f"{_duration(settings.lock_wait_ms)}, so the lock was never requested")
+               f"{_duration(settings.lock_wait_ms)}, so the lock was "
+               + ("never requested" if not failed else
+                  f"requested only {failed} time(s), each given up after lock_timeout"))
     else:
         why = (f"the lock was not granted in {failed} attempt(s) (lock_timeout "
                f"{_duration(settings.lock_timeout_ms)} up to "
@@ -291,7 +293,9 @@ def _exhausted(doing: str, settings: Settings, failed: int, blockers: list[Block
     more = f" and {len(blockers) - 3} more" if len(blockers) > 3 else ""
     who = ("; in the way: " + "; ".join(b.describe() for b in shown) + more) if shown else ""
     tail = (" End or wait for that session (pg_cancel_backend / pg_terminate_backend), or "
-            "raise lock_wait in [alembic_integrity]")
+            "raise lock_wait in [alembic_integrity]") if shown else (
+        " Try again when the table is less busy, or raise retries / lock_timeout_max in "
+        "[alembic_integrity]")
     message = f"{doing}: {why}{who}. Nothing of this step was changed.{tail}"
     return LockRetriesExhausted(message + (f"; {hint}" if hint else ""))
 
