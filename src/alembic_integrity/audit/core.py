@@ -198,12 +198,29 @@ def _state(conn: Connection, oid: int, rule: Rule) -> tuple[str, str]:
 
 def _check_state(conn: Connection, oid: int, rule: CheckRule) -> tuple[str, str]:
     wanted = rule_compare.normalized_check(conn, rule)  # raises PredicateError for a bad predicate
-    live = catalog.constraint(conn, oid, rule.name)
+    live = rule_compare.live_constraint(conn, oid, rule)
     if live is None:
-        return "absent", ""
+        return "absent", _elsewhere(conn, oid, rule)
     if live.contype != "c" or live.definition != wanted:
         return "other_definition", f"database has: {live.definition}"
-    return ("valid", "") if live.validated else ("not_valid", "")
+    return ("valid" if live.validated else "not_valid"), _unnamed_detail(rule, live.name)
+
+
+def _elsewhere(conn: Connection, oid: int, rule: CheckRule | ForeignKeyRule) -> str:
+    """For an absent named rule: the same constraint under another name, if there is one."""
+    if not rule.named:
+        return "unnamed in the models; no constraint with this definition"
+    if isinstance(rule, CheckRule):
+        twin = rule_compare.find_check(conn, oid, rule)
+    else:
+        twin = rule_compare.find_foreign_key(conn, oid, rule)
+    return f"the database has the same constraint as {twin.name}" if twin else ""
+
+
+def _unnamed_detail(rule: CheckRule | ForeignKeyRule, live_name: str) -> str:
+    if rule.named:
+        return ""
+    return f"unnamed in the models; matched by definition: {live_name}"
 
 
 def _not_null_state(conn: Connection, oid: int, rule: NotNullRule) -> tuple[str, str]:
@@ -230,12 +247,12 @@ def _foreign_key_state(conn: Connection, oid: int, rule: ForeignKeyRule) -> tupl
         raise CatalogError(f"foreign key {rule.name} on {rule.table}: the referenced table "
                            f"{rule.referent} does not exist; not audited")
     _require_columns(conn, referent, rule.referent, rule.referent_columns, rule)
-    live = catalog.constraint(conn, oid, rule.name)
+    live = rule_compare.live_constraint(conn, oid, rule)
     if live is None:
-        return "absent", ""
+        return "absent", _elsewhere(conn, oid, rule)
     if not rule_compare.same_foreign_key(conn, live, rule):
         return "other_definition", f"database has: {live.definition}"
-    return ("valid", "") if live.validated else ("not_valid", "")
+    return ("valid" if live.validated else "not_valid"), _unnamed_detail(rule, live.name)
 
 
 def _require_columns(conn: Connection, oid: int, table: TableName, columns: tuple[str, ...],
@@ -357,6 +374,8 @@ def _foreign_key_sql(plan: _TablePlan, rule: Rule, sample: int) -> str:
                           for c, rc in zip(rule.columns, rule.referent_columns, strict=True))
     source = (f"FROM {plan.table.sql} AS t LEFT JOIN {rule.referent.sql} AS r ON {joined} "
               f"WHERE {present} AND r.{quote(rule.referent_columns[0])} IS NULL")
+    if rule.match_code == "f" and len(rule.columns) > 1:  # partly NULL keys break MATCH FULL
+        source = f"FROM {plan.table.sql} AS t WHERE {rule.violation_sql('t')}"
     if sample == 0:
         return f"SELECT count(*) {source}"
     return _counted_and_sampled(f"SELECT {_key_columns(plan)}, true AS b0 {source}", 1, plan,

@@ -13,7 +13,7 @@ from sqlalchemy import Connection
 
 from ..errors import CatalogError
 from ..pg import catalog
-from ..pg.identifiers import TableName, quote
+from ..pg.identifiers import TableName, check_length, quote
 from ..pg.locks import (
     ACCESS_EXCLUSIVE,
     ROW_SHARE,
@@ -177,6 +177,30 @@ def plan_drop(conn: Connection | None, table: TableName, name: str) -> Plan:
 
 def _drop(table: TableName, name: str, locks: tuple[LockNeed, ...]) -> Step:
     return Step(f"drop {name}", (drop_constraint_sql(table, name),), locks=locks)
+
+
+def plan_rename(conn: Connection | None, table: TableName, old: str, new: str) -> Plan:
+    """Rename ``old`` to ``new``: nothing when only ``new`` exists (already done)."""
+    check_length(new, "constraint name")
+    step = Step(f"rename constraint {old} to {new} on {table}",
+                (f"ALTER TABLE {table.sql} RENAME CONSTRAINT {quote(old)} TO {quote(new)}",),
+                locks=(LockNeed(table, ACCESS_EXCLUSIVE),))
+    if conn is None:
+        return Plan("rename", "offline: rename", [step])
+    oid = catalog.require_table(conn, table, f"ensure_constraint_renamed {old} -> {new}")
+    has_old = catalog.constraint(conn, oid, old) is not None
+    has_new = catalog.constraint(conn, oid, new) is not None
+    if has_new and not has_old:
+        return Plan("none", f"already named {new}")
+    if has_old and not has_new:
+        return Plan("rename", f"named {old}", [step])
+    if has_old:
+        raise CatalogError(
+            f"ensure_constraint_renamed: table {table} has both {old} and {new}; drop the one "
+            "that should not be there (ensure_constraint_dropped), then run the upgrade again")
+    raise CatalogError(
+        f"ensure_constraint_renamed: table {table} has neither {old} nor {new}; "
+        "nothing to rename, check the names")
 
 
 def plan_nullable(conn: Connection | None, table: TableName, column: str) -> Plan:

@@ -140,11 +140,13 @@ class EnsureForeignKeyOp(EnsureOp):
                  local_cols: Sequence[str], remote_cols: Sequence[str],
                  ondelete: str | None = None, onupdate: str | None = None,
                  schema: str | None = None, referent_schema: str | None = None,
-                 **settings: Any) -> None:
+                 deferrable: bool | None = None, initially: str | None = None,
+                 match: str | None = None, **settings: Any) -> None:
         super().__init__(settings)
         self.rule = ForeignKeyRule(
             name, TableName(source_table, schema), tuple(local_cols),
             TableName(referent_table, referent_schema), tuple(remote_cols), ondelete, onupdate,
+            deferrable=deferrable, initially=initially, match=match,
         )
 
     @classmethod
@@ -152,11 +154,17 @@ class EnsureForeignKeyOp(EnsureOp):
                            referent_table: str, local_cols: Sequence[str],
                            remote_cols: Sequence[str], ondelete: str | None = None,
                            onupdate: str | None = None, schema: str | None = None,
-                           referent_schema: str | None = None, **settings: Any) -> Any:
-        """Add a FOREIGN KEY NOT VALID and VALIDATE it separately; nothing if in place."""
+                           referent_schema: str | None = None, deferrable: bool | None = None,
+                           initially: str | None = None, match: str | None = None,
+                           **settings: Any) -> Any:
+        """Add a FOREIGN KEY NOT VALID and VALIDATE it separately; nothing if in place.
+
+        ``deferrable``, ``initially`` and ``match`` are part of the definition:
+        a live key that differs in any of them is replaced.
+        """
         return operations.invoke(cls(name, source_table, referent_table, local_cols,
                                      remote_cols, ondelete, onupdate, schema, referent_schema,
-                                     **settings))
+                                     deferrable, initially, match, **settings))
 
     def plan(self, conn: Connection | None) -> planner.Plan:
         by_partition = partitions.plan_foreign_key(conn, self.rule) if conn is not None else None
@@ -170,7 +178,8 @@ class EnsureForeignKeyOp(EnsureOp):
     def from_rule(cls, rule: ForeignKeyRule) -> EnsureForeignKeyOp:
         return cls(rule.name, rule.table.name, rule.referent.name, rule.columns,
                    rule.referent_columns, rule.ondelete, rule.onupdate,
-                   rule.table.schema, rule.referent.schema)
+                   rule.table.schema, rule.referent.schema, rule.deferrable, rule.initially,
+                   rule.match)
 
     def reverse_from_arguments(self) -> EnsureConstraintDroppedOp:
         return EnsureConstraintDroppedOp.from_rule(self.rule)
@@ -178,7 +187,48 @@ class EnsureForeignKeyOp(EnsureOp):
     def to_diff_tuple(self) -> tuple[Any, ...]:
         rule = self.rule
         return (self.op_name, str(rule.table), rule.name, rule.columns, str(rule.referent),
-                rule.referent_columns, rule.ondelete, rule.onupdate)
+                rule.referent_columns, rule.ondelete, rule.onupdate, rule.deferrable,
+                rule.initially, rule.match)
+
+
+@Operations.register_operation("ensure_constraint_renamed")
+class EnsureConstraintRenamedOp(EnsureOp):
+    """``ALTER TABLE ... RENAME CONSTRAINT``: the same constraint under a new name.
+
+    What autogenerate writes when the models rename a constraint whose
+    definition did not change, instead of a drop and re-add (which would scan
+    the table again to validate what is already valid).
+    """
+
+    op_name = "ensure_constraint_renamed"
+
+    def __init__(self, old_name: str, new_name: str, table_name: str,
+                 schema: str | None = None, **settings: Any) -> None:
+        super().__init__(settings)
+        self.old_name = old_name
+        self.new_name = new_name
+        self.table = TableName(table_name, schema)
+
+    @classmethod
+    def ensure_constraint_renamed(cls, operations: Operations, old_name: str, new_name: str,
+                                  table_name: str, schema: str | None = None,
+                                  **settings: Any) -> Any:
+        """Rename a constraint; nothing if it already has the new name and the old is gone."""
+        return operations.invoke(cls(old_name, new_name, table_name, schema, **settings))
+
+    def plan(self, conn: Connection | None) -> planner.Plan:
+        return planner.plan_rename(conn, self.table, self.old_name, self.new_name)
+
+    @property
+    def label(self) -> str:
+        return f"rename constraint {self.old_name} to {self.new_name} on {self.table}"
+
+    def reverse_from_arguments(self) -> EnsureConstraintRenamedOp:
+        return EnsureConstraintRenamedOp(self.new_name, self.old_name, self.table.name,
+                                         self.table.schema)
+
+    def to_diff_tuple(self) -> tuple[Any, ...]:
+        return (self.op_name, str(self.table), self.old_name, self.new_name)
 
 
 @Operations.register_operation("ensure_constraint_dropped")

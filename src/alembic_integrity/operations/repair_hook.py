@@ -2,7 +2,8 @@
 
 Rows written between the pre-flight and the migration would otherwise fail
 the deploy. The policies are the ones ``target_metadata`` declares for the
-rule, found by constraint name (or table and column for NOT NULL).
+rule, found by constraint name (or table and column for NOT NULL, or structure
+for a foreign key the models leave unnamed).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Connection, MetaData
 
 from ..errors import ConfigurationError
-from ..rules.kinds import NotNullRule, Rule
+from ..rules.kinds import ForeignKeyRule, NotNullRule, Rule
 from ..rules.metadata import DeclaredRules, rules_from_metadata
 from ..settings import Settings
 from .ddl_plan import Step
@@ -64,5 +65,8 @@ def _same_rule(declared: Rule, wanted: Rule) -> bool:
     if isinstance(wanted, NotNullRule):
         return isinstance(declared, NotNullRule) and (declared.table, declared.column) == (
             wanted.table, wanted.column)
+    if isinstance(wanted, ForeignKeyRule) and isinstance(declared, ForeignKeyRule) \
+            and not declared.named:
+        return declared.structure == wanted.structure  # an unnamed model FK: by structure
     return declared.kind == wanted.kind and (declared.name, declared.table) == (
         wanted.name, wanted.table)

@@ -10,9 +10,11 @@ from alembic.runtime.migration import MigrationContext
 from ..errors import ConfigurationError
 from ..settings import resolve
 from .executor import Outcome, emit_offline, run_online
+from .fallback import run_plain
 from .ops import (
     EnsureCheckConstraintOp,
     EnsureConstraintDroppedOp,
+    EnsureConstraintRenamedOp,
     EnsureForeignKeyOp,
     EnsureNotNullOp,
     EnsureNullableOp,
@@ -25,6 +27,8 @@ log = logging.getLogger("alembic_integrity")
 
 def perform(operations: Operations, op: EnsureOp) -> Outcome:
     ctx = operations.get_context()
+    if ctx.dialect.name != "postgresql":
+        return run_plain(operations, op)
     settings = resolve(ctx.config, **op.settings)
     if ctx.as_sql:
         plan = op.plan(None)
@@ -67,5 +71,5 @@ def _require_owned_transaction(ctx: MigrationContext) -> None:
 
 
 for _op_class in (EnsureCheckConstraintOp, EnsureNotNullOp, EnsureForeignKeyOp,
-                  EnsureConstraintDroppedOp, EnsureNullableOp):
+                  EnsureConstraintDroppedOp, EnsureNullableOp, EnsureConstraintRenamedOp):
     Operations.implementation_for(_op_class)(perform)

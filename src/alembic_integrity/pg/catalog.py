@@ -115,6 +115,29 @@ def foreign_key_state(conn: Connection, constraint_oid: int) -> ForeignKeyState:
     return ForeignKeyState(tuple(row[0]), int(row[1]), tuple(row[2]), row[3], row[4], row[5])
 
 
+def foreign_key_timing(conn: Connection, constraint_oid: int) -> tuple[bool, bool]:
+    """(DEFERRABLE, INITIALLY DEFERRED) of a constraint."""
+    row = conn.execute(
+        text("SELECT condeferrable, condeferred FROM pg_constraint WHERE oid = :oid"),
+        {"oid": constraint_oid},
+    ).one()
+    return bool(row[0]), bool(row[1])
+
+
+def constraints_of(conn: Connection, rel_oid: int, contype: str) -> list[ConstraintState]:
+    """Every constraint of one type (``c``, ``f``...) on a table, by name."""
+    rows = conn.execute(
+        text(
+            "SELECT c.oid, c.conname, c.contype, c.convalidated, pg_get_constraintdef(c.oid) "
+            "FROM pg_constraint c WHERE c.conrelid = :rel AND c.contype = :type "
+            "ORDER BY c.conname"
+        ),
+        {"rel": rel_oid, "type": contype},
+    )
+    return [ConstraintState(int(r[0]), r[1], r[2], bool(r[3]), r[4].removesuffix(" NOT VALID"))
+            for r in rows]
+
+
 def quoted_columns(columns: list[str] | tuple[str, ...]) -> str:
     return ", ".join(quote(c) for c in columns)
 

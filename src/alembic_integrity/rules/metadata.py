@@ -1,16 +1,21 @@
 """The rules the models declare, read from SQLAlchemy ``MetaData``.
 
 Names come out exactly as the naming convention renders them in DDL, so a
-rule read here matches the constraint an ``ensure_*`` revision created.
-Declarations that cannot become a rule (an unnamed CHECK, say) are returned
-as problems, one readable line each, and the rest still load.
+rule read here matches the constraint an ``ensure_*`` revision created. A
+constraint the models leave unnamed is a rule all the same (``named=False``):
+it carries the name PostgreSQL would give it, and the audit, repair and drift
+find its live counterpart by structure (FOREIGN KEY) or normalised definition
+(CHECK), whatever the database calls it. A constraint declared twice is one
+rule. Declarations that cannot become a rule (a name over 63 bytes, say) are
+returned as problems, one readable line each, and the rest still load.
 """
 
 from __future__ import annotations
 
 import importlib
 import io
-from dataclasses import dataclass, field
+import re
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from sqlalchemy import CheckConstraint, ForeignKeyConstraint, MetaData, Table
@@ -18,10 +23,20 @@ from sqlalchemy import CheckConstraint, ForeignKeyConstraint, MetaData, Table
 from ..compat import convention_name, is_type_bound, pg_dialect
 from ..errors import ConfigurationError, first_line
 from ..pg.identifiers import MAX_IDENTIFIER_BYTES, TableName
-from .kinds import CheckRule, ExpectRule, ForeignKeyRule, NotNullRule, Rule
+from .kinds import (
+    CheckRule,
+    ExpectRule,
+    ForeignKeyRule,
+    NotNullRule,
+    Rule,
+    default_check_name,
+    default_foreign_key_name,
+)
 from .policies import INFO_KEY, Expectation
 
 _DIALECT = pg_dialect()
+_LITERAL = re.compile(r"'(?:[^']|'')*'")
+_IDENTIFIER = re.compile(r'"((?:[^"]|"")+)"|([A-Za-z_][A-Za-z0-9_$]*)')
 
 
 @dataclass
@@ -49,53 +64,119 @@ def _table_rules(table: Table, found: DeclaredRules) -> None:
     for column in table.columns:
         if not column.nullable and not column.primary_key:
             found.rules.append(NotNullRule(name, column.name, _policies(column.info)))
-    for constraint in sorted(table.constraints, key=lambda c: str(c.name or "")):
+    taken: set[str] = set()
+    constraints: list[CheckRule | ForeignKeyRule] = []
+    # named first, so that an unnamed duplicate folds into its named twin
+    for constraint in sorted(table.constraints,
+                             key=lambda c: (constraint_name(c) is None, str(c.name or ""))):
+        rule: CheckRule | ForeignKeyRule | None = None
         if isinstance(constraint, CheckConstraint):
-            _check_rule(table, name, constraint, found)
+            rule = _check_rule(table, name, constraint, taken, found)
         elif isinstance(constraint, ForeignKeyConstraint):
-            _foreign_key_rule(table, name, constraint, found)
+            rule = _foreign_key_rule(name, constraint, taken, found)
+        if rule is not None:
+            _add_once(constraints, rule)
+    found.rules.extend(constraints)
     for item in table.info.get(INFO_KEY, ()):
         if isinstance(item, Expectation):
             found.rules.append(ExpectRule(item.name, name, item.condition, tuple(item.policies)))
 
 
-def _check_rule(table: Table, name: TableName, constraint: CheckConstraint,
-                found: DeclaredRules) -> None:
+def _add_once(rules: list[CheckRule | ForeignKeyRule], rule: CheckRule | ForeignKeyRule) -> None:
+    """A constraint the models declare twice (say ``ForeignKey`` on the column and a
+    ``ForeignKeyConstraint`` in ``__table_args__``) is one rule: the database can
+    only be asked to hold it once. The first keeps its name; policies are merged."""
+    for i, other in enumerate(rules):
+        if same_declaration(other, rule):
+            if not other.policies and rule.policies:
+                rules[i] = replace(other, policies=rule.policies)
+            return
+    rules.append(rule)
+
+
+def same_declaration(a: Rule, b: Rule) -> bool:
+    if isinstance(a, ForeignKeyRule) and isinstance(b, ForeignKeyRule):
+        return a.structure == b.structure and (a.name == b.name or not (a.named and b.named))
+    if isinstance(a, CheckRule) and isinstance(b, CheckRule):
+        return (a.table, a.condition) == (b.table, b.condition) and (
+            a.name == b.name or not (a.named and b.named))
+    return False
+
+
+def _unique(name: str, taken: set[str]) -> str:
+    """PostgreSQL's choice for a second unnamed constraint with the same name: a digit."""
+    candidate, number = name, 0
+    while candidate in taken:
+        number += 1
+        head, _, label = name.rpartition("_")
+        candidate = f"{head}_{label}{number}"
+    taken.add(candidate)
+    return candidate
+
+
+def _check_rule(table: Table, name: TableName, constraint: CheckConstraint, taken: set[str],
+                found: DeclaredRules) -> CheckRule | None:
     if is_type_bound(constraint):
-        return  # CHECKs SQLAlchemy generates for Boolean/Enum types are not rules we own
+        return None  # CHECKs SQLAlchemy generates for Boolean/Enum types are not rules we own
+    condition = check_condition(constraint)
     rendered = constraint_name(constraint)
-    if rendered is None:
-        found.problems.append(
-            f"table {name}: CHECK ({check_condition(constraint)}) has no name; give it name=... "
-            "(a naming convention alone cannot name a CHECK)"
-        )
-        return
-    if len(rendered.encode()) > MAX_IDENTIFIER_BYTES:
+    if rendered is not None and len(rendered.encode()) > MAX_IDENTIFIER_BYTES:
         found.problems.append(f"table {name}: CHECK name {rendered!r} is over 63 bytes")
-        return
-    found.rules.append(CheckRule(rendered, name, check_condition(constraint),
-                                 _policies(constraint.info)))
-
-
-def _foreign_key_rule(table: Table, name: TableName, constraint: ForeignKeyConstraint,
-                      found: DeclaredRules) -> None:
-    rendered = constraint_name(constraint)
+        return None
     if rendered is None:
-        found.problems.append(
-            f"table {name}: FOREIGN KEY ({', '.join(constraint.column_keys)}) has no name; "
-            "give it name=... or a naming convention on the MetaData"
-        )
-        return
+        guessed = default_check_name(table.name, predicate_columns(condition, table))
+        return CheckRule(_unique(guessed, taken), name, condition, _policies(constraint.info),
+                         named=False)
+    taken.add(rendered)
+    return CheckRule(rendered, name, condition, _policies(constraint.info))
+
+
+def predicate_columns(condition: str, table: Table) -> list[str]:
+    """The table's columns a predicate mentions (string literals left out), in order."""
+    columns = {c.name for c in table.columns}
+    found = []
+    for quoted, bare in _IDENTIFIER.findall(_LITERAL.sub("''", condition)):
+        word = quoted.replace('""', '"') if quoted else bare
+        if word in columns:
+            found.append(word)
+        elif not quoted and word.lower() in columns:
+            found.append(word.lower())
+    return found
+
+
+def _foreign_key_rule(name: TableName, constraint: ForeignKeyConstraint, taken: set[str],
+                      found: DeclaredRules) -> ForeignKeyRule | None:
+    rendered = constraint_name(constraint)
     elements = constraint.elements
+    columns = tuple(e.parent.name for e in elements)
+    if rendered is not None and len(rendered.encode()) > MAX_IDENTIFIER_BYTES:
+        found.problems.append(f"table {name}: FOREIGN KEY name {rendered!r} is over 63 bytes")
+        return None
     referent = elements[0].column.table
     policies = _policies(constraint.info) or next(
         (_policies(e.info) for e in elements if _policies(e.info)), ()
     )
-    found.rules.append(ForeignKeyRule(
-        rendered, name, tuple(e.parent.name for e in elements),
+    if rendered is None:
+        chosen = _unique(default_foreign_key_name(name.name, columns), taken)
+    else:
+        chosen = rendered
+        taken.add(rendered)
+    return ForeignKeyRule(
+        chosen, name, columns,
         TableName(referent.name, referent.schema), tuple(e.column.name for e in elements),
         constraint.ondelete, constraint.onupdate, policies,
-    ))
+        deferrable=constraint.deferrable, initially=constraint.initially,
+        match=constraint.match, named=rendered is not None,
+    )
+
+
+def naming_convention_hint(kind: str) -> str:
+    """What to put on the MetaData so that SQLAlchemy names every constraint of ``kind``."""
+    if kind == "foreign_key":
+        return ('MetaData(naming_convention={"fk": '
+                '"fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s"})')
+    return ('MetaData(naming_convention={"ck": "ck_%(table_name)s_%(constraint_name)s"}) '
+            "plus name=... on each CheckConstraint")
 
 
 def constraint_name(constraint: Any) -> str | None:

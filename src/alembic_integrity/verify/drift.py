@@ -25,34 +25,41 @@ class Drift:
 
 
 def drift(conn: Connection, metadata: MetaData) -> Drift:
-    """Compare the rules ``metadata`` declares with the database (read only, rolled back)."""
+    """Compare the rules ``metadata`` declares with the database (read only, rolled back).
+
+    Each declared CHECK or FOREIGN KEY claims its live constraint: by name, or,
+    when the models leave it unnamed, by definition. A claimed constraint is
+    never "extra", whatever PostgreSQL named it (``item_owner_id_fkey``).
+    """
     declared = rules_from_metadata(metadata)
     result = Drift(unchecked=[f"not checked: {p}" for p in declared.problems])
+    claimed: set[tuple[TableName, str]] = set()
     with conn.begin() as tx:
         for table in declared.tables:
-            _table_drift(conn, table, declared, result)
+            _table_drift(conn, table, declared, result, claimed)
         for model_table in metadata.sorted_tables:
-            _extra_rules(conn, model_table, declared, result)
+            _extra_rules(conn, model_table, declared, result, claimed)
         tx.rollback()
     return result
 
 
 def _table_drift(conn: Connection, table: TableName, declared: DeclaredRules,
-                 result: Drift) -> None:
+                 result: Drift, claimed: set[tuple[TableName, str]]) -> None:
     oid = catalog.table_oid(conn, table)
     if oid is None:
         result.missing.append(f"table {table} does not exist (the models declare rules on it)")
         return
     for rule in declared.for_table(table):
         try:
-            problem = _rule_drift(conn, oid, rule)
+            problem = _rule_drift(conn, oid, rule, claimed)
         except IntegrityError as err:
             problem = str(err)
         if problem:
             result.missing.append(problem)
 
 
-def _rule_drift(conn: Connection, oid: int, rule: Rule) -> str | None:
+def _rule_drift(conn: Connection, oid: int, rule: Rule,
+                claimed: set[tuple[TableName, str]]) -> str | None:
     if isinstance(rule, NotNullRule):
         not_null = catalog.column_not_null(conn, oid, rule.column)
         if not_null is None:
@@ -60,37 +67,71 @@ def _rule_drift(conn: Connection, oid: int, rule: Rule) -> str | None:
         return None if not_null else (f"{rule.table}.{rule.column}: the models declare NOT "
                                       "NULL, the database allows NULL")
     if isinstance(rule, CheckRule):
-        return _check_drift(conn, oid, rule)
+        return _check_drift(conn, oid, rule, claimed)
     if isinstance(rule, ForeignKeyRule):
-        return _foreign_key_drift(conn, oid, rule)
+        return _foreign_key_drift(conn, oid, rule, claimed)
     return None  # expectations are audit-only, never constraints
 
 
-def _check_drift(conn: Connection, oid: int, rule: CheckRule) -> str | None:
+def _where(rule: CheckRule | ForeignKeyRule) -> str:
+    kind = "CHECK" if isinstance(rule, CheckRule) else "FOREIGN KEY"
+    if rule.named:
+        return f"{kind} {rule.name} on {rule.table}"
+    return f"{kind} (unnamed in the models) on {rule.table}"
+
+
+def _claim(rule: CheckRule | ForeignKeyRule, live: catalog.ConstraintState,
+           claimed: set[tuple[TableName, str]]) -> None:
+    claimed.add((rule.table, live.name))
+
+
+def _renamed(conn: Connection, oid: int, rule: CheckRule | ForeignKeyRule,
+             claimed: set[tuple[TableName, str]]) -> str | None:
+    """A named rule missing by name whose exact twin lives under another name."""
+    taken = frozenset(name for table, name in claimed if table == rule.table)
+    if isinstance(rule, CheckRule):
+        twin = rule_compare.find_check(conn, oid, rule, taken)
+    else:
+        twin = rule_compare.find_foreign_key(conn, oid, rule, taken=taken)
+    if twin is None:
+        return None
+    _claim(rule, twin, claimed)
+    return (f"{_where(rule)}: the database has the same constraint named {twin.name}; "
+            f"rename it (op.ensure_constraint_renamed({twin.name!r}, {rule.name!r}, ...))")
+
+
+def _check_drift(conn: Connection, oid: int, rule: CheckRule,
+                 claimed: set[tuple[TableName, str]]) -> str | None:
     wanted = rule_compare.normalized_check(conn, rule)
-    live = catalog.constraint(conn, oid, rule.name)
-    where = f"CHECK {rule.name} on {rule.table}"
+    live = rule_compare.live_constraint(conn, oid, rule)
+    where = _where(rule)
     if live is None:
-        return f"{where}: missing in the database (models: {wanted})"
+        renamed = _renamed(conn, oid, rule, claimed) if rule.named else None
+        return renamed or f"{where}: missing in the database (models: {wanted})"
+    _claim(rule, live, claimed)
     if live.contype != "c" or live.definition != wanted:
         return f"{where} differs: models {wanted}, database {live.definition}"
     return None if live.validated else f"{where}: NOT VALID in the database (never validated)"
 
 
-def _foreign_key_drift(conn: Connection, oid: int, rule: ForeignKeyRule) -> str | None:
-    live = catalog.constraint(conn, oid, rule.name)
-    where = f"FOREIGN KEY {rule.name} on {rule.table}"
-    wanted = rule.add_sql().partition(" FOREIGN KEY ")[2].removesuffix(" NOT VALID")
-    if live is None:
-        return f"{where}: missing in the database (models: FOREIGN KEY {wanted})"
+def _foreign_key_drift(conn: Connection, oid: int, rule: ForeignKeyRule,
+                       claimed: set[tuple[TableName, str]]) -> str | None:
+    live = rule_compare.live_constraint(conn, oid, rule)
+    where = _where(rule)
+    wanted = rule.definition_sql()
     if catalog.table_oid(conn, rule.referent) is None:
         return f"{where}: the referenced table {rule.referent} does not exist"
+    if live is None:
+        renamed = _renamed(conn, oid, rule, claimed) if rule.named else None
+        return renamed or f"{where}: missing in the database (models: {wanted})"
+    _claim(rule, live, claimed)
     if not rule_compare.same_foreign_key(conn, live, rule):
-        return f"{where} differs: models FOREIGN KEY {wanted}, database {live.definition}"
+        return f"{where} differs: models {wanted}, database {live.definition}"
     return None if live.validated else f"{where}: NOT VALID in the database (never validated)"
 
 
-def _extra_rules(conn: Connection, table: Any, declared: DeclaredRules, result: Drift) -> None:
+def _extra_rules(conn: Connection, table: Any, declared: DeclaredRules, result: Drift,
+                 claimed: set[tuple[TableName, str]]) -> None:
     """CHECKs, FOREIGN KEYs and NOT NULLs the database has on a model table, the models not."""
     name = TableName(table.name, table.schema)
     oid = catalog.table_oid(conn, name)
@@ -98,7 +139,8 @@ def _extra_rules(conn: Connection, table: Any, declared: DeclaredRules, result: 
         return
     known = {constraint_name(c) for c in table.constraints}
     known |= {getattr(r, "name", None) for r in declared.for_table(name)
-              if not isinstance(r, NotNullRule)}
+              if not isinstance(r, NotNullRule) and getattr(r, "named", True)}
+    known |= {live for owner, live in claimed if owner == name}
     rows = conn.execute(text(
         "SELECT conname, pg_get_constraintdef(oid) FROM pg_constraint "
         "WHERE conrelid = :oid AND contype IN ('c', 'f') ORDER BY conname"), {"oid": oid})
