@@ -61,7 +61,7 @@ from typing import Any
 from alembic.runtime.plugins import Plugin
 
 from . import compare
-from . import render as _render  # noqa: F401  (registers the renderers)
+from . import render as _render  # importing it registers the renderers
 
 PLUGIN_NAME = "alembic_integrity.autogenerate"
 DEFAULT_PLUGINS = ("alembic.autogenerate.*",)
@@ -69,14 +69,18 @@ DEFAULT_PLUGINS = ("alembic.autogenerate.*",)
 _registered = False
 
 
-def integrity_autogenerate(plugins: Iterable[str] = DEFAULT_PLUGINS) -> dict[str, Any]:
+def integrity_autogenerate(plugins: Iterable[str] = DEFAULT_PLUGINS, *,
+                           rerunnable: bool = True) -> dict[str, Any]:
     """Keyword arguments for ``context.configure`` that switch the integrity comparators on.
 
     ``plugins`` are the other autogenerate plugins to keep (Alembic's default
-    is all of its built-ins, ``"alembic.autogenerate.*"``).
+    is all of its built-ins, ``"alembic.autogenerate.*"``). ``rerunnable``:
+    render Alembic's create/drop table, index and column with
+    ``if_not_exists=True`` / ``if_exists=True``.
     """
     register()
-    return {"autogenerate_plugins": [*(p for p in plugins if p != PLUGIN_NAME), PLUGIN_NAME]}
+    return {"autogenerate_plugins": [*(p for p in plugins if p != PLUGIN_NAME), PLUGIN_NAME],
+            _render.RERUNNABLE_OPTION: rerunnable}
 
 
 def register() -> None:

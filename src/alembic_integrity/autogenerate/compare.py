@@ -24,11 +24,10 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field, replace
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 from weakref import WeakKeyDictionary
 
 from alembic.autogenerate.api import AutogenContext
-from alembic.operations import ops as alembic_ops
 from alembic.operations.ops import AlterColumnOp, ModifyTableOps
 from alembic.runtime.plugins import Plugin
 from alembic.util import DispatchPriority, PriorityDispatchResult
@@ -47,6 +46,7 @@ from ..errors import PredicateError
 from ..operations.ops import (
     EnsureCheckConstraintOp,
     EnsureConstraintDroppedOp,
+    EnsureConstraintRenamedOp,
     EnsureForeignKeyOp,
     EnsureNotNullOp,
     EnsureNullableOp,
@@ -56,14 +56,22 @@ from ..pg import catalog
 from ..pg.identifiers import MAX_IDENTIFIER_BYTES, TableName
 from ..rules import compare as rule_compare
 from ..rules.kinds import FK_ACTIONS, CheckRule, ForeignKeyRule, NotNullRule
-from ..rules.metadata import DeclaredRules, check_condition, constraint_name, rules_from_metadata
+from ..rules.metadata import (
+    DeclaredRules,
+    check_condition,
+    constraint_name,
+    naming_convention_hint,
+    rules_from_metadata,
+)
 
 log = logging.getLogger("alembic.autogenerate.alembic_integrity")
 
 DIALECT = "postgresql"
+RuleT = TypeVar("RuleT", CheckRule, ForeignKeyRule)
 CONTINUE = PriorityDispatchResult.CONTINUE
 STOP = PriorityDispatchResult.STOP
 _ACTION_WORDS = {code: word for word, code in FK_ACTIONS.items()}
+_MATCH_WORDS = {"f": "FULL", "p": "PARTIAL"}  # SIMPLE, the default, renders as nothing
 
 _LIVE_CHECKS = text(
     "SELECT conname, pg_get_constraintdef(oid), pg_get_expr(conbin, conrelid) "
@@ -82,14 +90,13 @@ _LIVE_FOREIGN_KEYS = text(
 
 @dataclass
 class Declared:
-    """One model table's constraints, split into those the toolkit manages and the rest."""
+    """One model table's constraints: the rules the toolkit manages and the rest."""
 
-    checks: dict[str, tuple[CheckRule, CheckConstraint]] = field(default_factory=dict)
-    foreign_keys: dict[str, tuple[ForeignKeyRule, ForeignKeyConstraint]] = field(
-        default_factory=dict)
-    unnamed_foreign_keys: list[ForeignKeyConstraint] = field(default_factory=list)
-    # CHECKs SQLAlchemy makes for Boolean/Enum, and unnamed ones: created with the
-    # table, never by an ensure_* op, so their live counterparts are left alone.
+    checks: list[tuple[CheckRule, CheckConstraint]] = field(default_factory=list)
+    foreign_keys: list[tuple[ForeignKeyRule, ForeignKeyConstraint]] = field(
+        default_factory=list)
+    # CHECKs SQLAlchemy makes for Boolean/Enum: created with the table, never by an
+    # ensure_* op, so their live counterparts are left alone.
     unmanaged_checks: list[CheckConstraint] = field(default_factory=list)
 
 
@@ -105,24 +112,19 @@ def declared_rules(autogen_context: AutogenContext, metadata: MetaData) -> Decla
 
 
 def declared(autogen_context: AutogenContext, table: Table, where: TableName) -> Declared:
-    """The table's named CHECK and FOREIGN KEY rules (retargeted to ``where``) and the rest."""
-    rules = declared_rules(autogen_context, table.metadata).for_table(
-        TableName(table.name, table.schema))
-    by_name = {r.name: r for r in rules if isinstance(r, CheckRule | ForeignKeyRule)}
+    """The table's CHECK and FOREIGN KEY rules, named or not (retargeted to ``where``), with
+    one model constraint each (a constraint declared twice is one rule), and the rest."""
+    rules = declared_rules(autogen_context, table.metadata)
     found = Declared()
-    for const in table.constraints:
-        rule = by_name.get(constraint_name(const) or "")
-        if isinstance(const, CheckConstraint):
-            if isinstance(rule, CheckRule):
-                rule = replace(rule, table=where, condition=check_condition(const))
-                found.checks[rule.name] = (rule, const)
-            else:
-                found.unmanaged_checks.append(const)
-        elif isinstance(const, ForeignKeyConstraint):
-            if isinstance(rule, ForeignKeyRule):
-                found.foreign_keys[rule.name] = (replace(rule, table=where), const)
-            else:
-                found.unnamed_foreign_keys.append(const)
+    for rule in rules.for_table(TableName(table.name, table.schema)):
+        const = rules.sources.get(rule, [None])[0]
+        if isinstance(rule, CheckRule) and isinstance(const, CheckConstraint):
+            found.checks.append((replace(rule, table=where, condition=check_condition(const)),
+                                 const))
+        elif isinstance(rule, ForeignKeyRule) and isinstance(const, ForeignKeyConstraint):
+            found.foreign_keys.append((replace(rule, table=where), const))
+    found.unmanaged_checks = [c for c in table.constraints if isinstance(c, CheckConstraint)
+                              and getattr(c, "_type_bound", False)]
     return found
 
 
@@ -164,10 +166,13 @@ def live_foreign_keys(conn: Connection, oid: int, table: TableName,
         state = catalog.ConstraintState(int(oid_), name, "f", bool(validated),
                                         definition.removesuffix(" NOT VALID"))
         fk = catalog.foreign_key_state(conn, state.oid)
+        deferrable, deferred = catalog.foreign_key_timing(conn, state.oid)
         rule = ForeignKeyRule(
             name, table, fk.columns,
             TableName(referent, None if referent_schema == default_schema else referent_schema),
             fk.referent_columns, _action(fk.ondelete), _action(fk.onupdate),
+            deferrable=deferrable or None, initially="DEFERRED" if deferred else None,
+            match=_MATCH_WORDS.get(fk.match),
         )
         found[name] = LiveForeignKey(state, rule, fk.referent_oid)
     return found
@@ -217,6 +222,12 @@ def changed(new: CheckRule | ForeignKeyRule, old: CheckRule | ForeignKeyRule) ->
     return _ensure(new).paired_with(_ensure(old))
 
 
+def renamed(old: str, new: str, where: TableName) -> EnsureOp:
+    """The same constraint under another name: a rename both ways."""
+    return EnsureConstraintRenamedOp(old, new, where.name, where.schema).paired_with(
+        EnsureConstraintRenamedOp(new, old, where.name, where.schema))
+
+
 def not_null(rule: NotNullRule) -> EnsureOp:
     return EnsureNotNullOp.from_rule(rule).paired_with(EnsureNullableOp.from_rule(rule))
 
@@ -237,7 +248,13 @@ def _ensure(rule: CheckRule | ForeignKeyRule) -> EnsureCheckConstraintOp | Ensur
 def compare_checks(autogen_context: AutogenContext, modify_table_ops: ModifyTableOps,
                    schema: str | None, tname: str, conn_table: Table | None,
                    metadata_table: Table | None) -> PriorityDispatchResult:
-    """CHECKs added, removed or changed, as ensure_check_constraint / ensure_constraint_dropped."""
+    """CHECKs added, removed, changed or renamed, as ensure_* ops.
+
+    Each model CHECK claims its live CHECK: by name; else (renamed, or unnamed
+    in the models) an unclaimed one with the same normalised definition. A
+    named one found that way under another name is a rename; an unnamed one
+    found is no change. Unclaimed live CHECKs are removed.
+    """
     if conn_table is None or metadata_table is None:
         return CONTINUE
     conn = _connection(autogen_context)
@@ -245,19 +262,60 @@ def compare_checks(autogen_context: AutogenContext, modify_table_ops: ModifyTabl
     out = Emitter(autogen_context, modify_table_ops, where, "check_constraint")
     wanted = declared(autogen_context, metadata_table, where).checks
     live = _compared_live_checks(autogen_context, conn, where, metadata_table)
-    for name in sorted(live.keys() - wanted.keys()):
+    claimed: set[str] = set()
+    missing: list[tuple[CheckRule, CheckConstraint]] = []
+    for rule, const in wanted:
+        if rule.named and rule.name in live:
+            claimed.add(rule.name)
+            old = live[rule.name]
+            if _check_differs(conn, rule, old, metadata_table, conn_table):
+                out.emit(changed(rule, old.rule(where)), "changed CHECK", rule.name, const,
+                         False, old.reflected(conn_table))
+        else:
+            missing.append((rule, const))
+    for rule, const in missing:
+        twin = _same_check(conn, rule, live, claimed)
+        if twin is None:
+            rule = _free_name(rule, live)
+            out.emit(added(rule), "added CHECK", rule.name, const, False)
+        elif rule.named and twin.name != rule.name:
+            out.emit(renamed(twin.name, rule.name, where), "renamed CHECK", rule.name, const,
+                     False, twin.reflected(conn_table))
+    for name in sorted(live.keys() - claimed):
         old = live[name]
         out.emit(removed(old.rule(where)), "removed CHECK", name,
                  old.reflected(conn_table), True)
-    for name in sorted(live.keys() & wanted.keys()):
-        (rule, const), old = wanted[name], live[name]
-        if _check_differs(conn, rule, old, metadata_table, conn_table):
-            out.emit(changed(rule, old.rule(where)), "changed CHECK", name, const, False,
-                     old.reflected(conn_table))
-    for name in sorted(wanted.keys() - live.keys()):
-        rule, const = wanted[name]
-        out.emit(added(rule), "added CHECK", name, const, False)
     return STOP
+
+
+def _same_check(conn: Connection, rule: CheckRule, live: dict[str, LiveCheck],
+                claimed: set[str]) -> LiveCheck | None:
+    """An unclaimed live CHECK with the rule's normalised definition (then claimed)."""
+    try:
+        wanted = rule_compare.normalized_check(conn, rule)
+    except PredicateError:
+        return None  # uses a column this revision adds: nothing live can match
+    for name in sorted(live.keys() - claimed):
+        if live[name].definition == wanted:
+            claimed.add(name)
+            return live[name]
+    return None
+
+
+def _free_name(rule: RuleT, live: dict[str, Any]) -> RuleT:
+    """An unnamed model constraint is created under the name PostgreSQL would choose,
+    with a digit if that name is taken, as PostgreSQL does; logged with the hint."""
+    if rule.named:
+        return rule
+    name, number = rule.name, 0
+    head, _, label = rule.name.rpartition("_")
+    while name in live:
+        number += 1
+        name = f"{head}_{label}{number}"
+    log.info("%s on %s has no name in the models: written as %r, the name PostgreSQL would "
+             "give it; to choose names, use %s", rule.kind.replace("_", " "), rule.table,
+             name, naming_convention_hint(rule.kind))
+    return replace(rule, name=name)
 
 
 def _compared_live_checks(autogen_context: AutogenContext, conn: Connection, where: TableName,
@@ -284,7 +342,7 @@ def _helper_names(where: TableName, metadata_table: Table) -> set[str]:
 
 def _normalized_unnamed(conn: Connection, where: TableName,
                         checks: list[CheckConstraint]) -> set[str]:
-    """Definitions of the model's unnamed CHECKs: PostgreSQL named their live copies itself."""
+    """Definitions of the model's unnamed type CHECKs: PostgreSQL named their live copies."""
     found = set()
     for const in checks:
         if constraint_name(const) is not None:
@@ -317,30 +375,67 @@ def _added_columns(metadata_table: Table, conn_table: Table) -> set[str]:
 def compare_foreign_keys(autogen_context: AutogenContext, modify_table_ops: ModifyTableOps,
                          schema: str | None, tname: str, conn_table: Table | None,
                          metadata_table: Table | None) -> PriorityDispatchResult:
-    """FOREIGN KEYs added, removed or changed, as ensure_foreign_key / ensure_constraint_dropped."""
+    """FOREIGN KEYs added, removed, changed or renamed, as ensure_* ops.
+
+    Each model FOREIGN KEY (one per structure: declared twice is one) claims
+    its live key: by name; else an unclaimed one with the same structure
+    (columns, referent, actions, MATCH, DEFERRABLE, INITIALLY) — a rename when
+    the models name it otherwise, no change when they leave it unnamed; else,
+    for an unnamed one, a key on the same columns and referent, whose
+    semantics changed. Unclaimed live keys are removed.
+    """
     if conn_table is None or metadata_table is None:
         return CONTINUE
     conn = _connection(autogen_context)
     where = TableName(tname, schema)
     out = Emitter(autogen_context, modify_table_ops, where, "foreign_key_constraint")
-    declared_fks = declared(autogen_context, metadata_table, where)
-    wanted = declared_fks.foreign_keys
+    wanted = declared(autogen_context, metadata_table, where).foreign_keys
     live = _compared_live_foreign_keys(autogen_context, conn, where)
     reflected = {fk.name: fk for fk in conn_table.foreign_key_constraints}
-    _unnamed_foreign_keys(autogen_context, modify_table_ops, conn,
-                          declared_fks.unnamed_foreign_keys, live)
-    for name in sorted(live.keys() - wanted.keys()):
+    claimed: set[str] = set()
+    missing: list[tuple[ForeignKeyRule, ForeignKeyConstraint]] = []
+    for rule, const in wanted:
+        if rule.named and rule.name in live:
+            claimed.add(rule.name)
+            old = live[rule.name]
+            if not rule_compare.same_foreign_key(conn, old.state, rule):
+                out.emit(changed(rule, old.rule), "changed FOREIGN KEY", rule.name, const,
+                         False, reflected.get(rule.name))
+        else:
+            missing.append((rule, const))
+    loose: list[tuple[ForeignKeyRule, ForeignKeyConstraint]] = []
+    for rule, const in missing:
+        twin = _same_foreign_key(conn, rule, live, claimed, loose=False)
+        if twin is None:
+            loose.append((rule, const))
+        elif rule.named and twin.state.name != rule.name:
+            out.emit(renamed(twin.state.name, rule.name, where), "renamed FOREIGN KEY",
+                     rule.name, const, False, reflected.get(twin.state.name))
+    for rule, const in loose:
+        twin = None if rule.named else _same_foreign_key(conn, rule, live, claimed, loose=True)
+        if twin is None:
+            rule = _free_name(rule, live)
+            out.emit(added(rule), "added FOREIGN KEY", rule.name, const, False)
+        else:
+            rule = replace(rule, name=twin.state.name)
+            out.emit(changed(rule, twin.rule), "changed FOREIGN KEY", rule.name, const, False,
+                     reflected.get(rule.name))
+    for name in sorted(live.keys() - claimed):
         out.emit(removed(live[name].rule), "removed FOREIGN KEY", name, reflected.get(name),
                  True)
-    for name in sorted(live.keys() & wanted.keys()):
-        (rule, const), old = wanted[name], live[name]
-        if not rule_compare.same_foreign_key(conn, old.state, rule):
-            out.emit(changed(rule, old.rule), "changed FOREIGN KEY", name, const, False,
-                     reflected.get(name))
-    for name in sorted(wanted.keys() - live.keys()):
-        rule, const = wanted[name]
-        out.emit(added(rule), "added FOREIGN KEY", name, const, False)
     return STOP
+
+
+def _same_foreign_key(conn: Connection, rule: ForeignKeyRule, live: dict[str, LiveForeignKey],
+                      claimed: set[str], loose: bool) -> LiveForeignKey | None:
+    """An unclaimed live key with the rule's structure (then claimed); the one named like
+    the rule first."""
+    names = sorted(live.keys() - claimed, key=lambda n: n != rule.name)
+    for name in names:
+        if rule_compare.same_foreign_key(conn, live[name].state, rule, loose=loose):
+            claimed.add(name)
+            return live[name]
+    return None
 
 
 def _compared_live_foreign_keys(autogen_context: AutogenContext, conn: Connection,
@@ -353,33 +448,6 @@ def _compared_live_foreign_keys(autogen_context: AutogenContext, conn: Connectio
         name: fk for name, fk in found.items()
         if autogen_context.run_name_filters(name, "foreign_key_constraint", parents)
     }
-
-
-def _unnamed_foreign_keys(autogen_context: AutogenContext, modify_table_ops: ModifyTableOps,
-                          conn: Connection, unnamed: list[ForeignKeyConstraint],
-                          live: dict[str, LiveForeignKey]) -> None:
-    """An unnamed model FK claims the live FK with its columns; else Alembic's plain op.
-
-    ensure_foreign_key needs a name, so an unnamed one (no naming convention)
-    is created as Alembic would, by ``create_foreign_key``.
-    """
-    for const in unnamed:
-        match = next((name for name, fk in live.items() if _same_shape(conn, const, fk)), None)
-        if match is not None:
-            del live[match]
-        elif autogen_context.run_object_filters(const, None, "foreign_key_constraint", False,
-                                                None):
-            modify_table_ops.ops.append(alembic_ops.CreateForeignKeyOp.from_constraint(const))
-
-
-def _same_shape(conn: Connection, const: ForeignKeyConstraint, live: LiveForeignKey) -> bool:
-    referent = const.elements[0].column.table
-    return (
-        tuple(e.parent.name for e in const.elements) == live.rule.columns
-        and tuple(e.column.name for e in const.elements) == live.rule.referent_columns
-        and catalog.table_oid(conn, TableName(referent.name, referent.schema))
-        == live.referent_oid
-    )
 
 
 # --- NOT NULL ------------------------------------------------------------------

@@ -5,18 +5,27 @@ classes (so an op a Rewriter builds by hand renders too). Every renderer adds
 ``import alembic_integrity`` to the revision, which is what registers
 ``op.ensure_*`` when the revision runs. Operation settings (``lock_timeout``
 and friends, e.g. set by a Rewriter) render as keyword arguments.
+
+Alembic's own table, index and column operations render with
+``if_not_exists=True`` / ``if_exists=True`` when ``integrity_autogenerate()``
+is on (and the op does not set the flag itself), so that running a revision
+again after re-stamping changes nothing, as ``verify`` checks.
 """
 
 from __future__ import annotations
 
+import copy
+from collections.abc import Callable
 from typing import Any
 
 from alembic.autogenerate.api import AutogenContext
 from alembic.autogenerate.render import renderers
+from alembic.operations import ops as alembic_ops
 
 from ..operations.ops import (
     EnsureCheckConstraintOp,
     EnsureConstraintDroppedOp,
+    EnsureConstraintRenamedOp,
     EnsureForeignKeyOp,
     EnsureNotNullOp,
     EnsureNullableOp,
@@ -54,7 +63,8 @@ def render_foreign_key(autogen_context: AutogenContext, op: EnsureForeignKeyOp) 
         [rule.name, rule.table.name, rule.referent.name, list(rule.columns),
          list(rule.referent_columns)],
         {"ondelete": rule.ondelete, "onupdate": rule.onupdate, "schema": rule.table.schema,
-         "referent_schema": rule.referent.schema, **op.settings},
+         "referent_schema": rule.referent.schema, "deferrable": rule.deferrable,
+         "initially": rule.initially, "match": rule.match, **op.settings},
     )
 
 
@@ -71,7 +81,56 @@ def render_nullable(autogen_context: AutogenContext, op: EnsureNullableOp) -> st
                 {"schema": op.table.schema, **op.settings})
 
 
+@renderers.dispatch_for(EnsureConstraintRenamedOp, replace=True)
+def render_renamed(autogen_context: AutogenContext, op: EnsureConstraintRenamedOp) -> str:
+    return call(autogen_context, op.op_name, [op.old_name, op.new_name, op.table.name],
+                {"schema": op.table.schema, **op.settings})
+
+
 @renderers.dispatch_for(EnsureConstraintDroppedOp, replace=True)
 def render_dropped(autogen_context: AutogenContext, op: EnsureConstraintDroppedOp) -> str:
     return call(autogen_context, op.op_name, [op.name, op.table.name],
                 {"schema": op.table.schema, **op.settings})
+
+
+# --- re-runnable plain operations ------------------------------------------------
+
+RERUNNABLE_OPTION = "alembic_integrity_rerunnable"
+"""The ``context.configure`` option (set by ``integrity_autogenerate()``) that turns it on."""
+
+_GUARDS: dict[type[Any], str] = {
+    alembic_ops.CreateTableOp: "if_not_exists",
+    alembic_ops.DropTableOp: "if_exists",
+    alembic_ops.CreateIndexOp: "if_not_exists",
+    alembic_ops.DropIndexOp: "if_exists",
+    alembic_ops.AddColumnOp: "if_not_exists",
+    alembic_ops.DropColumnOp: "if_exists",
+}
+
+
+def _guarded(original: Callable[[AutogenContext, Any], Any], flag: str
+             ) -> Callable[[AutogenContext, Any], Any]:
+    """Alembic's own renderer, with ``flag=True`` when the integrity plugin is on and the
+    op leaves the flag unset: running the revision again then changes nothing."""
+
+    def render(autogen_context: AutogenContext, op: Any) -> Any:
+        if autogen_context.opts.get(RERUNNABLE_OPTION) and getattr(op, flag, None) is None:
+            op = copy.copy(op)
+            setattr(op, flag, True)
+        return original(autogen_context, op)
+
+    render.__doc__ = original.__doc__
+    return render
+
+
+def _install_guards() -> None:
+    for op_class, flag in _GUARDS.items():
+        original = renderers.dispatch(op_class)
+        if getattr(original, "_alembic_integrity_guard", False):
+            continue
+        wrapped = _guarded(original, flag)
+        wrapped._alembic_integrity_guard = True  # type: ignore[attr-defined]
+        renderers.dispatch_for(op_class, replace=True)(wrapped)
+
+
+_install_guards()

@@ -43,6 +43,8 @@ _IDENTIFIER = re.compile(r'"((?:[^"]|"")+)"|([A-Za-z_][A-Za-z0-9_$]*)')
 class DeclaredRules:
     rules: list[Rule] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
+    # the model constraint objects behind each CHECK / FOREIGN KEY rule (two when declared twice)
+    sources: dict[Rule, list[Any]] = field(default_factory=dict)
 
     def for_table(self, table: TableName) -> list[Rule]:
         return [r for r in self.rules if r.table == table]
@@ -75,14 +77,16 @@ def _table_rules(table: Table, found: DeclaredRules) -> None:
         elif isinstance(constraint, ForeignKeyConstraint):
             rule = _foreign_key_rule(name, constraint, taken, found)
         if rule is not None:
-            _add_once(constraints, rule)
+            kept = _add_once(constraints, rule)
+            found.sources.setdefault(kept, []).append(constraint)
     found.rules.extend(constraints)
     for item in table.info.get(INFO_KEY, ()):
         if isinstance(item, Expectation):
             found.rules.append(ExpectRule(item.name, name, item.condition, tuple(item.policies)))
 
 
-def _add_once(rules: list[CheckRule | ForeignKeyRule], rule: CheckRule | ForeignKeyRule) -> None:
+def _add_once(rules: list[CheckRule | ForeignKeyRule], rule: CheckRule | ForeignKeyRule
+              ) -> CheckRule | ForeignKeyRule:
     """A constraint the models declare twice (say ``ForeignKey`` on the column and a
     ``ForeignKeyConstraint`` in ``__table_args__``) is one rule: the database can
     only be asked to hold it once. The first keeps its name; policies are merged."""
@@ -90,8 +94,9 @@ def _add_once(rules: list[CheckRule | ForeignKeyRule], rule: CheckRule | Foreign
         if same_declaration(other, rule):
             if not other.policies and rule.policies:
                 rules[i] = replace(other, policies=rule.policies)
-            return
+            return rules[i]
     rules.append(rule)
+    return rule
 
 
 def same_declaration(a: Rule, b: Rule) -> bool:
