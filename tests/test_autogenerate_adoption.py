@@ -15,10 +15,10 @@ from pathlib import Path
 import pytest
 from alembic import command
 from sqlalchemy import create_engine
-from test_autogenerate import Project
 
 from alembic_integrity.testing.pytest_plugin import fresh_database
 from alembic_integrity.verify import verify
+from test_autogenerate import Project
 
 CONVENTION = ('naming_convention={"ck": "ck_%(table_name)s_%(constraint_name)s", '
               '"fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s"}')
