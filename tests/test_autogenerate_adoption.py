@@ -187,3 +187,21 @@ def test_a_deferrable_foreign_key_is_created_and_compared_deferrable(base: Proje
     base.assert_quiet()
     command.downgrade(base.cfg, "-1")
     assert fk_rows(base, "item")[0][:3] == ("fk_item_customer_id_customer", False, False)
+
+
+def test_an_unnamed_check_on_an_existing_table_gets_postgresql_s_name(base: Project) -> None:
+    table = """
+        Table("item", metadata, Column("id", BigInteger, primary_key=True),
+              Column("qty", Integer){check})
+    """
+    start(base, table.format(check=""), convention=False)
+    base.sql("ALTER TABLE item ADD CONSTRAINT item_qty_check CHECK (id > 0)")  # name taken
+    base.write_models(source(table.format(check=', CheckConstraint("qty > 0"), '
+                                                'CheckConstraint("id > 0")'), convention=False))
+
+    revision = base.autogenerate()
+
+    assert revision.ops("upgrade") == [
+        "op.ensure_check_constraint('item_qty_check1', 'item', 'qty > 0')"], revision.text
+    command.upgrade(base.cfg, "head")
+    base.assert_quiet()

@@ -138,3 +138,14 @@ def test_ensure_constraint_renamed_is_idempotent_and_refuses_ambiguity(created: 
     sql(created, "ALTER TABLE item ADD CONSTRAINT item_qty_check CHECK (qty > 0)")
     with pytest.raises(Exception, match="has both item_qty_check and ck_item_qty"):
         run_ops(created, lambda op: op.ensure_constraint_renamed(*rename))
+
+
+def test_an_ensure_op_without_a_name_says_which_convention_gives_one() -> None:
+    from alembic_integrity.errors import ConfigurationError
+    from alembic_integrity.operations.ops import EnsureForeignKeyOp
+
+    with pytest.raises(ConfigurationError) as err:
+        EnsureForeignKeyOp(None, "item", "owner", ["owner_id"], ["id"])  # type: ignore[arg-type]
+    message = str(err.value)
+    assert "'item_owner_id_fkey' as PostgreSQL would name it" in message
+    assert 'naming_convention={"fk": "fk_%(table_name)s_%(column_0_name)s' in message

@@ -15,10 +15,26 @@ from typing import Any
 from alembic.operations import MigrateOperation, Operations
 from sqlalchemy import Connection
 
+from ..errors import ConfigurationError
 from ..pg.identifiers import TableName
-from ..rules.kinds import CheckRule, ForeignKeyRule, NotNullRule
+from ..rules.kinds import (
+    CheckRule,
+    ForeignKeyRule,
+    NotNullRule,
+    default_check_name,
+    default_foreign_key_name,
+)
+from ..rules.metadata import naming_convention_hint
 from . import ddl_plan as planner
 from . import partitions
+
+
+def _name_needed(op_name: str, table: str, kind: str, default: str) -> ConfigurationError:
+    """An idempotent operation finds its constraint again by name: it cannot do without."""
+    return ConfigurationError(
+        f"{op_name} on {table}: a constraint name is needed (a re-run finds the constraint by "
+        f"it); pass one, e.g. {default!r} as PostgreSQL would name it, or name it in the "
+        f"models with {naming_convention_hint(kind)}")
 
 
 class EnsureOp(MigrateOperation):
@@ -72,6 +88,9 @@ class EnsureCheckConstraintOp(EnsureOp):
     def __init__(self, name: str, table_name: str, condition: str,
                  schema: str | None = None, **settings: Any) -> None:
         super().__init__(settings)
+        if not name:
+            raise _name_needed("ensure_check_constraint", table_name, "check",
+                               default_check_name(table_name, []))
         self.rule = CheckRule(name, TableName(table_name, schema), str(condition))
 
     @classmethod
@@ -143,6 +162,9 @@ class EnsureForeignKeyOp(EnsureOp):
                  deferrable: bool | None = None, initially: str | None = None,
                  match: str | None = None, **settings: Any) -> None:
         super().__init__(settings)
+        if not name:
+            raise _name_needed("ensure_foreign_key", source_table, "foreign_key",
+                               default_foreign_key_name(source_table, tuple(local_cols)))
         self.rule = ForeignKeyRule(
             name, TableName(source_table, schema), tuple(local_cols),
             TableName(referent_table, referent_schema), tuple(remote_cols), ondelete, onupdate,
