@@ -27,8 +27,22 @@ then proposes:
   old CHECK back with ``op.ensure_check_constraint(...)``;
 * column made NOT NULL / nullable: ``op.ensure_not_null(...)`` /
   ``op.ensure_nullable(...)``, and the other one in downgrade;
-* FOREIGN KEY added, changed (columns, referent, ``ondelete``/``onupdate``)
-  or removed: as for CHECKs, with ``op.ensure_foreign_key(...)``.
+* FOREIGN KEY added, changed (columns, referent, ``ondelete``/``onupdate``,
+  ``deferrable``/``initially``, ``match``) or removed: as for CHECKs, with
+  ``op.ensure_foreign_key(...)``;
+* a CHECK or FOREIGN KEY renamed in the models, same definition:
+  ``op.ensure_constraint_renamed(old, new, table)`` (``ALTER TABLE ... RENAME
+  CONSTRAINT``), and the reverse rename in downgrade.
+
+Each model constraint claims its live one by name, else by definition (a
+FOREIGN KEY's columns, referent, actions, MATCH and timing; a CHECK's
+normalised predicate). So a constraint the models leave unnamed is no change
+when the database has it under PostgreSQL's name (``item_owner_id_fkey``),
+and one the models declare twice is one constraint. A new unnamed one is
+written with the name PostgreSQL would give it (``<table>_<columns>_fkey``,
+``<table>_<column>_check``, with a digit if taken), which makes the
+operation re-runnable; a log line names the naming convention that would
+name it in the models.
 
 CHECKs are compared as PostgreSQL normalises them, so ``qty>0`` against a
 stored ``CHECK ((qty > 0))`` is no change. ``alembic check`` fails on any of
@@ -37,6 +51,12 @@ these differences. ``include_name`` / ``include_object`` (type names
 ``include_schemas`` apply as to Alembic's own comparisons. New tables are
 created by ``create_table`` with their constraints, as usual. The revision
 gets ``import alembic_integrity``, which registers ``op.ensure_*``.
+
+Alembic's own ``create_table`` / ``drop_table``, ``create_index`` /
+``drop_index`` and ``add_column`` / ``drop_column`` render with
+``if_not_exists=True`` / ``if_exists=True`` (``integrity_autogenerate(
+rerunnable=False)`` turns this off), so the revision can run again after a
+re-stamp with nothing changing, which ``verify`` checks.
 
 How: an Alembic plugin (Alembic >= 1.18) whose comparators sit in the
 subgroups of Alembic's built-in CHECK / FOREIGN KEY / nullable comparators at
@@ -47,8 +67,8 @@ user-supplied ``compare_type`` / ``compare_server_default`` hooks); no plain
 is emitted and then rewritten. ``integrity_autogenerate()`` registers the
 plugin and returns the ``autogenerate_plugins`` list that enables it.
 
-Limits: constraint names are needed (use a naming convention); an unnamed
-model FOREIGN KEY is still emitted as Alembic's ``create_foreign_key``. The
+Limits: a native ENUM type in a new table is created by Alembic without a
+check for its existence, so such a revision still fails a re-run. The
 ops are not batch operations: with ``render_as_batch=True`` they render as
 ``op.ensure_*`` inside the batch block and run before the batch's own changes.
 """
