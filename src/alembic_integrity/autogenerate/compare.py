@@ -8,7 +8,11 @@ proposed exactly when applying the operation would change something:
 * CHECKs are compared by name, and by definition as PostgreSQL normalises it:
   the model's predicate is normalised on a scratch copy of the live table and
   compared with ``pg_get_constraintdef`` — ``x>0`` and ``(x > 0)`` are equal.
-* FOREIGN KEYs are compared by name, then columns, referent and actions.
+* FOREIGN KEYs are compared by name, then columns, referent, actions, MATCH
+  type, DEFERRABLE and INITIALLY.
+* A model constraint without a live one of its name (renamed, or unnamed in
+  the models) claims an unclaimed live one with the same definition: a rename,
+  or no change. See :func:`compare_checks` and :func:`compare_foreign_keys`.
 * NOT NULL is compared per column, skipping identity and computed columns as
   Alembic does.
 
