@@ -36,7 +36,7 @@ depends_on = None
 
 def upgrade():
     op.create_table("owner", sa.Column("id", sa.Integer, primary_key=True),
-                    if_not_exists=True)
+                    sa.Column("legacy", sa.Text), if_not_exists=True)
     op.create_table("item", sa.Column("id", sa.Integer, primary_key=True),
                     sa.Column("qty", sa.Integer), sa.Column("owner_id", sa.Integer),
                     sa.Column("note", sa.Text), if_not_exists=True)
@@ -45,9 +45,13 @@ def upgrade():
     op.ensure_not_null("item", "qty")
     op.ensure_check_constraint("ck_item_note", "item", "length(note) > 0")
     op.ensure_constraint_dropped("ck_item_note", "item")
+    op.add_column("item", sa.Column("extra", sa.Text), if_not_exists=True)
+    op.drop_column("owner", "legacy", if_exists=True)
 
 
 def downgrade():
+    op.add_column("owner", sa.Column("legacy", sa.Text), if_not_exists=True)
+    op.drop_column("item", "extra", if_exists=True)
     op.ensure_nullable("item", "qty")
     op.ensure_constraint_dropped("fk_item_owner", "item")
     op.ensure_constraint_dropped("ck_item_qty", "item")
@@ -111,6 +115,10 @@ def test_ensure_ops_run_as_plain_batch_ops_on_sqlite_and_rerun_cleanly(
     command.stamp(project, "base")
     command.upgrade(project, "head")  # the re-run: everything in place, nothing fails
     assert constraints(url) == ({"ck_item_qty"}, {"fk_item_owner"}, False)
+    insp = inspect(create_engine(url))
+    assert [c["name"] for c in insp.get_columns("item")] == ["id", "qty", "owner_id", "note",
+                                                             "extra"]
+    assert [c["name"] for c in insp.get_columns("owner")] == ["id"]  # IF [NOT] EXISTS
 
     engine = create_engine(url)
     with engine.connect() as conn, pytest.raises(Exception, match="CHECK constraint failed"):

@@ -8,16 +8,23 @@ operation becomes what Alembic itself would run: in batch mode on SQLite
 the inspector skips what is already in place, so a re-run changes nothing.
 Offline on SQLite, batch mode would need the table's shape at that revision,
 which a script cannot know: the operation is printed as a comment to run online.
+
+SQLite has no ``ADD COLUMN IF NOT EXISTS`` / ``DROP COLUMN IF EXISTS``, which the
+re-runnable revisions autogenerate writes: for SQLite only, Alembic's own
+``add_column`` / ``drop_column`` implementations are wrapped (Alembic dispatches
+implementations by dialect) to ask the inspector instead.
 """
 
 from __future__ import annotations
 
+import copy
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
 from alembic.operations import BatchOperations, Operations
+from alembic.operations import ops as alembic_ops
 from sqlalchemy import inspect
 
 from .executor import Outcome
@@ -146,3 +153,43 @@ def _constraint_names(insp: Any, table: str, schema: str | None) -> set[str]:
 def _table(op: EnsureOp) -> Any:
     rule = getattr(op, "rule", None)
     return rule.table if rule is not None else op.table  # type: ignore[attr-defined]
+
+
+# --- SQLite: add_column(if_not_exists=True) / drop_column(if_exists=True) -------------
+
+Implementation = Any
+
+
+def _column_guard(op_class: type[Any], flag: str, wanted_present: bool) -> None:
+    """Register, for SQLite only, Alembic's implementation of ``op_class`` behind a check:
+    with ``flag`` set, the inspector decides, and the flag (which SQLite cannot parse)
+    is dropped."""
+    dispatcher = getattr(Operations, "_to_impl", None)
+    if dispatcher is None:  # another Alembic layout: leave SQLite to Alembic
+        return
+    original: Implementation = dispatcher.dispatch(op_class)
+
+    def guarded(operations: Operations, operation: Any) -> Any:
+        if not getattr(operation, flag, None):
+            return original(operations, operation)
+        ctx = operations.get_context()
+        if not ctx.as_sql:
+            name = (operation.column.name if op_class is alembic_ops.AddColumnOp
+                    else operation.column_name)
+            insp = inspect(operations.get_bind())
+            present = insp.has_table(operation.table_name, schema=operation.schema) and any(
+                c["name"] == name for c in insp.get_columns(operation.table_name,
+                                                            schema=operation.schema))
+            if present == wanted_present:
+                log.info("%s %s.%s on sqlite: already done", op_class.__name__,
+                         operation.table_name, name)
+                return None
+        operation = copy.copy(operation)
+        setattr(operation, flag, None)
+        return original(operations, operation)
+
+    dispatcher.dispatch_for(op_class, qualifier="sqlite", replace=True)(guarded)
+
+
+_column_guard(alembic_ops.AddColumnOp, "if_not_exists", wanted_present=True)
+_column_guard(alembic_ops.DropColumnOp, "if_exists", wanted_present=False)
