@@ -98,19 +98,32 @@ def test_new_table_and_new_check_revision_passes_verify_with_its_rerun(
     assert [s.revision for s in reruns] == ["0001", "0003"] and all(s.ok for s in reruns)
 
 
-def test_a_foreign_key_declared_twice_is_no_phantom_change(base: Project) -> None:
+@pytest.mark.parametrize("convention", [False, True])
+def test_a_foreign_key_declared_twice_is_no_phantom_change(base: Project,
+                                                          convention: bool) -> None:
     twice = """
         Table("item", metadata, Column("id", BigInteger, primary_key=True),
               Column("customer_id", BigInteger, ForeignKey("customer.id")),
               ForeignKeyConstraint(["customer_id"], ["customer.id"]))
     """
-    base.write_models(source(twice, convention=False))
+    base.write_models(source(twice, convention=convention))
     base.sql("CREATE TABLE customer (id bigint PRIMARY KEY, name text);"
              "CREATE TABLE item (id bigint PRIMARY KEY, customer_id bigint "
              "REFERENCES customer (id))")
 
+    if not convention:
+        base.assert_quiet()
+        assert [r[0] for r in fk_rows(base, "item")] == ["item_customer_id_fkey"]
+        return
+    # the models name it now: one rename, never an ensure_foreign_key whose
+    # downgrade would drop the real key
+    revision = base.autogenerate()
+    assert revision.ops("upgrade") == [
+        "op.ensure_constraint_renamed('item_customer_id_fkey', 'fk_item_customer_id_customer', "
+        "'item')"], revision.text
+    command.upgrade(base.cfg, "head")
     base.assert_quiet()
-    assert [r[0] for r in fk_rows(base, "item")] == ["item_customer_id_fkey"]
+    assert [r[0] for r in fk_rows(base, "item")] == ["fk_item_customer_id_customer"]
 
 
 def test_an_unnamed_fk_on_an_existing_table_gets_postgresql_s_name(base: Project) -> None:

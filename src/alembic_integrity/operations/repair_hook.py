@@ -3,7 +3,7 @@
 Rows written between the pre-flight and the migration would otherwise fail
 the deploy. The policies are the ones ``target_metadata`` declares for the
 rule, found by constraint name (or table and column for NOT NULL, or structure
-for a foreign key the models leave unnamed).
+or definition for a constraint the models leave unnamed).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Connection, MetaData
 
 from ..errors import ConfigurationError
-from ..rules.kinds import ForeignKeyRule, NotNullRule, Rule
+from ..rules.kinds import CheckRule, ForeignKeyRule, NotNullRule, Rule
 from ..rules.metadata import DeclaredRules, rules_from_metadata
 from ..settings import Settings
 from .ddl_plan import Step
@@ -68,5 +68,7 @@ def _same_rule(declared: Rule, wanted: Rule) -> bool:
     if isinstance(wanted, ForeignKeyRule) and isinstance(declared, ForeignKeyRule) \
             and not declared.named:
         return declared.structure == wanted.structure  # an unnamed model FK: by structure
+    if isinstance(wanted, CheckRule) and isinstance(declared, CheckRule) and not declared.named:
+        return (declared.table, declared.condition) == (wanted.table, wanted.condition)
     return declared.kind == wanted.kind and (declared.name, declared.table) == (
         wanted.name, wanted.table)
