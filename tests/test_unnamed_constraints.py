@@ -149,3 +149,20 @@ def test_an_ensure_op_without_a_name_says_which_convention_gives_one() -> None:
     message = str(err.value)
     assert "'item_owner_id_fkey' as PostgreSQL would name it" in message
     assert 'naming_convention={"fk": "fk_%(table_name)s_%(column_0_name)s' in message
+
+
+def test_repair_true_finds_the_policies_of_an_unnamed_fk(created: Engine) -> None:
+    from alembic.operations import Operations
+    from alembic.runtime.migration import MigrationContext
+
+    sql(created, "ALTER TABLE item DROP CONSTRAINT item_owner_id_fkey")
+    orphans(created)
+    with created.connect() as conn:
+        ctx = MigrationContext.configure(conn, opts={"target_metadata": shop(policy=True)})
+        with ctx.begin_transaction():
+            outcome = Operations(ctx).ensure_foreign_key(
+                "item_owner_id_fkey", "item", "owner", ["owner_id"], ["id"], repair=True)
+    assert outcome.action == "add"
+    assert sql(created, "SELECT id FROM item ORDER BY id") == [(1,)]
+    assert sql(created, "SELECT convalidated FROM pg_constraint "
+                        "WHERE conname = 'item_owner_id_fkey'") == [(True,)]
