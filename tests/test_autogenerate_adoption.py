@@ -20,7 +20,8 @@ from alembic_integrity.testing.pytest_plugin import fresh_database
 from alembic_integrity.verify import verify
 from test_autogenerate import Project
 
-CONVENTION = ('naming_convention={"ck": "ck_%(table_name)s_%(constraint_name)s", '
+CONVENTION = ('naming_convention={"ix": "ix_%(column_0_label)s", '
+              '"ck": "ck_%(table_name)s_%(constraint_name)s", '
               '"fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s"}')
 
 
@@ -88,7 +89,7 @@ def test_new_table_and_new_check_revision_passes_verify_with_its_rerun(
     assert any(line.startswith("op.drop_index(") and "if_exists=True" in line
                for line in down), down
     command.upgrade(base.cfg, "head")
-    # (not assert_quiet: Alembic 1.20 with SQLAlchemy 2.1 reports every index as changed)
+    base.assert_quiet()
 
     with fresh_database(integrity_postgres_url, "verify") as empty:
         report = verify(base.root / "alembic.ini", empty, strict=True)
