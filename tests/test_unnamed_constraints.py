@@ -166,3 +166,22 @@ def test_repair_true_finds_the_policies_of_an_unnamed_fk(created: Engine) -> Non
     assert sql(created, "SELECT id FROM item ORDER BY id") == [(1,)]
     assert sql(created, "SELECT convalidated FROM pg_constraint "
                         "WHERE conname = 'item_owner_id_fkey'") == [(True,)]
+
+
+def test_offline_rename_is_safe_to_run_twice(created: Engine) -> None:
+    import io
+
+    from alembic.operations import Operations
+    from alembic.runtime.migration import MigrationContext
+
+    buffer = io.StringIO()
+    ctx = MigrationContext.configure(dialect_name="postgresql",
+                                     opts={"as_sql": True, "output_buffer": buffer})
+    Operations(ctx).ensure_constraint_renamed("item_qty_check", "ck_item_qty", "item")
+    script = buffer.getvalue()
+    assert "DO $$BEGIN IF EXISTS" in script and "RENAME CONSTRAINT item_qty_check TO " \
+        "ck_item_qty" in script
+    for _ in range(2):
+        sql(created, script)
+    assert sql(created, "SELECT conname FROM pg_constraint WHERE conrelid = 'item'::regclass "
+                        "AND contype = 'c'") == [("ck_item_qty",)]

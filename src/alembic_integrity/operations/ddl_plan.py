@@ -182,11 +182,13 @@ def _drop(table: TableName, name: str, locks: tuple[LockNeed, ...]) -> Step:
 def plan_rename(conn: Connection | None, table: TableName, old: str, new: str) -> Plan:
     """Rename ``old`` to ``new``: nothing when only ``new`` exists (already done)."""
     check_length(new, "constraint name")
-    step = Step(f"rename constraint {old} to {new} on {table}",
-                (f"ALTER TABLE {table.sql} RENAME CONSTRAINT {quote(old)} TO {quote(new)}",),
-                locks=(LockNeed(table, ACCESS_EXCLUSIVE),))
+    rename = f"ALTER TABLE {table.sql} RENAME CONSTRAINT {quote(old)} TO {quote(new)}"
+    locks = (LockNeed(table, ACCESS_EXCLUSIVE),)
+    step = Step(f"rename constraint {old} to {new} on {table}", (rename,), locks=locks)
     if conn is None:
-        return Plan("rename", "offline: rename", [step])
+        return Plan("rename", "offline: rename if still named old",
+                    [Step(step.purpose, (_offline_rename(table, old, new, rename),),
+                          locks=locks)])
     oid = catalog.require_table(conn, table, f"ensure_constraint_renamed {old} -> {new}")
     has_old = catalog.constraint(conn, oid, old) is not None
     has_new = catalog.constraint(conn, oid, new) is not None
@@ -201,6 +203,21 @@ def plan_rename(conn: Connection | None, table: TableName, old: str, new: str) -
     raise CatalogError(
         f"ensure_constraint_renamed: table {table} has neither {old} nor {new}; "
         "nothing to rename, check the names")
+
+
+def _offline_rename(table: TableName, old: str, new: str, rename: str) -> str:
+    """A script has no catalog to read: the server decides, so running it twice is safe."""
+    def named(name: str) -> str:
+        return (f"EXISTS (SELECT 1 FROM pg_catalog.pg_constraint WHERE conrelid = "
+                f"to_regclass({_text(table.sql)}) AND conname = {_text(name)})")
+
+    return (f"DO $$BEGIN IF {named(old)} AND NOT {named(new)} THEN {rename}; "
+            "END IF; END$$")
+
+
+def _text(value: str) -> str:
+    """A SQL string literal (identifiers only: no backslash escapes are involved)."""
+    return "'" + value.replace("'", "''") + "'"
 
 
 def plan_nullable(conn: Connection | None, table: TableName, column: str) -> Plan:
