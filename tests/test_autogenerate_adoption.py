@@ -219,3 +219,22 @@ def test_an_unnamed_check_on_an_existing_table_gets_postgresql_s_name(base: Proj
         "op.ensure_check_constraint('item_qty_check1', 'item', 'qty > 0')"], revision.text
     command.upgrade(base.cfg, "head")
     base.assert_quiet()
+
+
+def test_verify_strict_passes_when_alembic_created_unnamed_constraints(
+        base: Project, integrity_postgres_url: str) -> None:
+    """``item_customer_id_fkey`` and ``item_qty_check``: PostgreSQL's names for the models'
+    unnamed constraints are not "in the database, not in the models"."""
+    start(base, """
+        Table("item", metadata, Column("id", BigInteger, primary_key=True),
+              Column("customer_id", BigInteger, ForeignKey("customer.id")),
+              Column("qty", Integer, CheckConstraint("qty > 0")))
+    """, convention=False)
+    assert [r[0] for r in fk_rows(base, "item")] == ["item_customer_id_fkey"]
+
+    with fresh_database(integrity_postgres_url, "verify") as empty:
+        report = verify(base.root / "alembic.ini", empty, strict=True)
+
+    drift_step = next(s for s in report.steps if s.kind == "drift")
+    assert drift_step.ok and not drift_step.details, drift_step.details
+    assert report.exit_code == 0, [f"{s.name}: {s.message}" for s in report.failures]
