@@ -238,3 +238,30 @@ def test_verify_strict_passes_when_alembic_created_unnamed_constraints(
     drift_step = next(s for s in report.steps if s.kind == "drift")
     assert drift_step.ok and not drift_step.details, drift_step.details
     assert report.exit_code == 0, [f"{s.name}: {s.message}" for s in report.failures]
+
+
+def test_inside_a_batch_block_indexes_keep_alembic_s_plain_form() -> None:
+    """Alembic's batch table copy (SQLite) takes no IF [NOT] EXISTS for indexes (a
+    TypeError), and Alembic renders none for columns in a batch block."""
+    import sqlalchemy as sa
+    from alembic.autogenerate.api import AutogenContext
+    from alembic.autogenerate.render import renderers
+    from alembic.operations import ops
+    from alembic.runtime.migration import MigrationContext
+
+    from alembic_integrity.autogenerate import integrity_autogenerate
+
+    context = MigrationContext.configure(dialect_name="postgresql", opts={
+        **integrity_autogenerate(), "alembic_module_prefix": "op.",
+        "sqlalchemy_module_prefix": "sa.", "user_module_prefix": None})
+    autogen = AutogenContext(context)
+    index = ops.CreateIndexOp("ix_t_a", "t", ["a"])
+    column = ops.AddColumnOp("t", sa.Column("x", sa.Integer))
+
+    def render(op: object) -> str:
+        return str(renderers.dispatch(op)(autogen, op))
+
+    assert "if_not_exists=True" in render(index) and "if_not_exists=True" in render(column)
+    autogen._has_batch = True
+    assert "if_not_exists" not in render(index)
+    assert "if_not_exists" not in render(column)

@@ -108,13 +108,22 @@ _GUARDS: dict[type[Any], str] = {
 }
 
 
-def _guarded(original: Callable[[AutogenContext, Any], Any], flag: str
-             ) -> Callable[[AutogenContext, Any], Any]:
+# Alembic's batch implementation (the table copy SQLite needs) takes no IF [NOT] EXISTS
+# for indexes: inside a batch block they keep Alembic's plain form.
+_NOT_IN_BATCH = (alembic_ops.CreateIndexOp, alembic_ops.DropIndexOp)
+
+
+def _guarded(original: Callable[[AutogenContext, Any], Any], flag: str,
+             original_op_class: type[Any]) -> Callable[[AutogenContext, Any], Any]:
     """Alembic's own renderer, with ``flag=True`` when the integrity plugin is on and the
     op leaves the flag unset: running the revision again then changes nothing."""
 
+    in_batch_too = original_op_class not in _NOT_IN_BATCH
+
     def render(autogen_context: AutogenContext, op: Any) -> Any:
-        if autogen_context.opts.get(RERUNNABLE_OPTION) and getattr(op, flag, None) is None:
+        wanted = autogen_context.opts.get(RERUNNABLE_OPTION) and (
+            in_batch_too or not autogen_context._has_batch)
+        if wanted and getattr(op, flag, None) is None:
             op = copy.copy(op)
             setattr(op, flag, True)
         return original(autogen_context, op)
@@ -128,7 +137,7 @@ def _install_guards() -> None:
         original = renderers.dispatch(op_class)
         if getattr(original, "_alembic_integrity_guard", False):
             continue
-        wrapped = _guarded(original, flag)
+        wrapped = _guarded(original, flag, op_class)
         wrapped._alembic_integrity_guard = True  # type: ignore[attr-defined]
         renderers.dispatch_for(op_class, replace=True)(wrapped)
 
