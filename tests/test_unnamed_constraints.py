@@ -185,3 +185,18 @@ def test_offline_rename_is_safe_to_run_twice(created: Engine) -> None:
         sql(created, script)
     assert sql(created, "SELECT conname FROM pg_constraint WHERE conrelid = 'item'::regclass "
                         "AND contype = 'c'") == [("ck_item_qty",)]
+
+
+def test_drift_does_not_report_sqlalchemy_s_own_type_checks(engine: Engine) -> None:
+    from sqlalchemy import Boolean, Enum
+
+    metadata = MetaData()
+    Table("flagged", metadata, Column("id", Integer, primary_key=True),
+          Column("done", Boolean(create_constraint=True)),
+          Column("state", Enum("new", "old", native_enum=False, create_constraint=True)))
+    metadata.create_all(engine)
+    assert sql(engine, "SELECT conname FROM pg_constraint WHERE contype = 'c' "
+                       "AND conrelid = 'flagged'::regclass") == [("flagged_state_check",)]
+    with engine.connect() as conn:
+        result = drift(conn, metadata)
+    assert (result.missing, result.extra) == ([], [])

@@ -5,14 +5,20 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Connection, MetaData, text
+from sqlalchemy import CheckConstraint, Connection, MetaData, text
 
+from ..compat import is_type_bound
 from ..errors import IntegrityError
 from ..pg import catalog
 from ..pg.identifiers import TableName
 from ..rules import compare as rule_compare
 from ..rules.kinds import CheckRule, ForeignKeyRule, NotNullRule, Rule
-from ..rules.metadata import DeclaredRules, constraint_name, rules_from_metadata
+from ..rules.metadata import (
+    DeclaredRules,
+    check_condition,
+    constraint_name,
+    rules_from_metadata,
+)
 
 
 @dataclass
@@ -144,8 +150,9 @@ def _extra_rules(conn: Connection, table: Any, declared: DeclaredRules, result: 
     rows = conn.execute(text(
         "SELECT conname, pg_get_constraintdef(oid) FROM pg_constraint "
         "WHERE conrelid = :oid AND contype IN ('c', 'f') ORDER BY conname"), {"oid": oid})
+    type_checks = _type_check_definitions(conn, name, table)
     for conname, definition in rows:
-        if conname not in known:
+        if conname not in known and definition.removesuffix(" NOT VALID") not in type_checks:
             result.extra.append(f"{definition.split(' (')[0]} {conname} on {name}: in the "
                                 f"database, not in the models ({definition})")
     nullable = {c.name for c in table.columns if c.nullable and not c.primary_key}
@@ -153,3 +160,18 @@ def _extra_rules(conn: Connection, table: Any, declared: DeclaredRules, result: 
         if catalog.column_not_null(conn, oid, column):
             result.extra.append(f"{name}.{column}: NOT NULL in the database, nullable in the "
                                 "models")
+
+
+def _type_check_definitions(conn: Connection, name: TableName, table: Any) -> set[str]:
+    """The CHECKs SQLAlchemy adds for Boolean / Enum columns, as PostgreSQL stores them:
+    unnamed in the models, so the database named them (``t_flag_check``); still theirs."""
+    found = set()
+    for const in table.constraints:
+        if isinstance(const, CheckConstraint) and is_type_bound(const) \
+                and constraint_name(const) is None:
+            try:
+                found.add(rule_compare.normalized_check(
+                    conn, CheckRule("probe", name, check_condition(const))))
+            except IntegrityError:
+                continue  # a column the database lacks: reported as missing elsewhere
+    return found
