@@ -27,7 +27,7 @@ CONVENTION = ('naming_convention={"ix": "ix_%(column_0_label)s", '
 
 def source(body: str, convention: bool = True) -> str:
     head = textwrap.dedent(f"""
-        from sqlalchemy import (BigInteger, CheckConstraint, Column, ForeignKey,
+        from sqlalchemy import (BigInteger, CheckConstraint, Column, Enum, ForeignKey,
                                 ForeignKeyConstraint, Integer, MetaData, Table, Text)
 
         metadata = MetaData({CONVENTION if convention else ""})
@@ -65,12 +65,14 @@ NEW_TABLE = """
     Table("item", metadata, Column("id", BigInteger, primary_key=True),
           Column("customer_id", BigInteger, ForeignKey("customer.id")),
           Column("qty", Integer, nullable=False, index=True),
+          Column("state", Enum("new", "done", name="item_state")),
           CheckConstraint("qty > 0", name="qty_positive"))
 """
 
 
 def test_new_table_and_new_check_revision_passes_verify_with_its_rerun(
         base: Project, integrity_postgres_url: str) -> None:
+    """With a native ENUM column too: a re-run skips the existing table, types and all."""
     start(base)
     base.write_models(source(NEW_TABLE).replace(
         'Column("name", Text))',
@@ -86,6 +88,10 @@ def test_new_table_and_new_check_revision_passes_verify_with_its_rerun(
     assert ("op.ensure_check_constraint('ck_customer_name_set', 'customer', "
             "'length(name) > 0')") in up
     assert "op.drop_table('item', if_exists=True)" in down
+    # Alembic's drop_table leaves the ENUM type create_table made; the downgrade drops it
+    assert down[down.index("op.drop_table('item', if_exists=True)") + 1] == \
+        "op.execute('DROP TYPE IF EXISTS item_state')"
+    assert "\nimport alembic_integrity" in revision.text
     assert any(line.startswith("op.drop_index(") and "if_exists=True" in line
                for line in down), down
     command.upgrade(base.cfg, "head")
@@ -265,3 +271,30 @@ def test_inside_a_batch_block_indexes_keep_alembic_s_plain_form() -> None:
     autogen._has_batch = True
     assert "if_not_exists" not in render(index)
     assert "if_not_exists" not in render(column)
+
+
+def test_a_downgrade_drops_an_enum_type_only_its_table_uses() -> None:
+    import sqlalchemy as sa
+    from alembic.autogenerate.api import AutogenContext
+    from alembic.autogenerate.render import renderers
+    from alembic.operations import ops
+    from alembic.runtime.migration import MigrationContext
+
+    from alembic_integrity.autogenerate import integrity_autogenerate
+
+    metadata = sa.MetaData()
+    state = sa.Enum("new", "done", name="state")
+    one = sa.Table("one", metadata, sa.Column("id", sa.Integer, primary_key=True),
+                   sa.Column("s", state), sa.Column("k", sa.Enum("a", name="kind")))
+    sa.Table("two", metadata, sa.Column("id", sa.Integer, primary_key=True),
+             sa.Column("s", sa.Enum("new", "done", name="state")))
+    context = MigrationContext.configure(dialect_name="postgresql", opts={
+        **integrity_autogenerate(), "alembic_module_prefix": "op.",
+        "sqlalchemy_module_prefix": "sa.", "user_module_prefix": None})
+    autogen = AutogenContext(context, metadata=metadata)
+    op = ops.DropTableOp.from_table(one)
+
+    lines = renderers.dispatch(op)(autogen, op)
+
+    assert lines == ["op.drop_table('one', if_exists=True)",
+                     "op.execute('DROP TYPE IF EXISTS kind')"]  # "state" is used by "two"

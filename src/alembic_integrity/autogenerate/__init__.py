@@ -67,9 +67,11 @@ user-supplied ``compare_type`` / ``compare_server_default`` hooks); no plain
 is emitted and then rewritten. ``integrity_autogenerate()`` registers the
 plugin and returns the ``autogenerate_plugins`` list that enables it.
 
-Limits: a native ENUM type in a new table is created by Alembic without a
-check for its existence, so such a revision still fails a re-run. The
-ops are not batch operations: with ``render_as_batch=True`` they render as
+A native ENUM type of a new table: the downgrade drops it after the table
+when no other model table uses it, and (with the package imported, which the
+revision then does) a re-run skips the existing table, type included.
+
+Limits: the ops are not batch operations: with ``render_as_batch=True`` they render as
 ``op.ensure_*`` inside the batch block and run before the batch's own changes.
 """
 

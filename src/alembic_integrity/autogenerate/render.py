@@ -18,9 +18,11 @@ import copy
 from collections.abc import Callable
 from typing import Any
 
+from alembic import util
 from alembic.autogenerate.api import AutogenContext
 from alembic.autogenerate.render import renderers
 from alembic.operations import ops as alembic_ops
+from sqlalchemy import Enum, MetaData
 
 from ..operations.ops import (
     EnsureCheckConstraintOp,
@@ -126,7 +128,13 @@ def _guarded(original: Callable[[AutogenContext, Any], Any], flag: str,
         if wanted and getattr(op, flag, None) is None:
             op = copy.copy(op)
             setattr(op, flag, True)
-        return original(autogen_context, op)
+            # the package makes these re-runnable where Alembic alone does not (an ENUM
+            # of an existing table, IF [NOT] EXISTS on SQLite): the revision imports it
+            autogen_context.imports.add(IMPORT)
+        rendered = original(autogen_context, op)
+        if wanted and isinstance(op, alembic_ops.DropTableOp):
+            return [*util.to_list(rendered), *_drop_own_enum_types(autogen_context, op)]
+        return rendered
 
     render.__doc__ = original.__doc__
     return render
@@ -143,3 +151,37 @@ def _install_guards() -> None:
 
 
 _install_guards()
+
+
+def _drop_own_enum_types(autogen_context: AutogenContext, op: alembic_ops.DropTableOp
+                         ) -> list[str]:
+    """``DROP TYPE IF EXISTS`` for the native ENUM types only this table uses.
+
+    Alembic's ``create_table`` creates a column's ENUM type, but the
+    ``drop_table`` of a downgrade knows no columns and leaves the type behind, so
+    upgrading again fails on ``CREATE TYPE``. A type another model table also
+    uses is left alone (it may still be in use).
+    """
+    created = getattr(op, "_reverse", None)
+    metadata = autogen_context.metadata
+    if autogen_context.dialect is None or autogen_context.dialect.name != "postgresql" \
+            or created is None or not isinstance(metadata, MetaData):
+        return []
+    quote = autogen_context.dialect.identifier_preparer.quote
+    lines = []
+    for name, schema in _native_enums(created.columns):
+        users = [t for t in metadata.tables.values()
+                 if (name, schema) in _native_enums(t.columns)]
+        if len(users) <= 1:
+            qualified = f"{quote(schema)}.{quote(name)}" if schema else quote(name)
+            lines.append(f"op.execute({f'DROP TYPE IF EXISTS {qualified}'!r})")
+    return lines
+
+
+def _native_enums(columns: Any) -> list[tuple[str, str | None]]:
+    found = []
+    for column in columns:
+        type_ = getattr(column, "type", None)
+        if isinstance(type_, Enum) and type_.native_enum and type_.name:
+            found.append((str(type_.name), type_.schema))
+    return list(dict.fromkeys(found))

@@ -9,6 +9,7 @@ from alembic.runtime.migration import MigrationContext
 
 from ..errors import ConfigurationError
 from ..settings import resolve
+from . import plain as _plain  # noqa: F401  (create_table re-runnable on PostgreSQL)
 from .executor import Outcome, emit_offline, run_online
 from .fallback import run_plain
 from .ops import (
