@@ -154,3 +154,55 @@ def test_offline_for_another_dialect_prints_the_plain_statements() -> None:
             "REFERENCES owner (id) ON DELETE CASCADE") in script
     assert "ALTER TABLE item RENAME CONSTRAINT ck_item_qty TO ck_item_qty_positive" in script
     assert "NOT VALID" not in script and "lock_timeout" not in script
+
+
+PORTABLE_0003 = '''"""a CHECK the toolkit's way, on SQLite and PostgreSQL alike"""
+import alembic_integrity  # noqa: F401
+from alembic import op
+
+revision = "0003"
+down_revision = "0002"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    op.ensure_check_constraint("ck_task_title_set", "task", "length(title) > 0")
+
+
+def downgrade() -> None:
+    op.ensure_constraint_dropped("ck_task_title_set", "task")
+'''
+
+
+def test_one_revision_with_ensure_ops_for_sqlite_and_postgresql(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, integrity_database_url: str) -> None:
+    """The example project that also runs on SQLite gains an ensure_* revision: it runs
+    (and re-runs) on SQLite, and passes verify, re-run included, on PostgreSQL."""
+    from alembic_integrity.verify import verify
+    from test_projects import copy
+
+    ini = copy("portable", tmp_path)
+    (ini.parent / "migrations" / "versions" / "0003_title_check.py").write_text(PORTABLE_0003)
+    models = ini.parent / "portable_app" / "models.py"
+    models.write_text(models.read_text().replace(
+        'server_default=sa.false()),\n)',
+        'server_default=sa.false()),\n    sa.CheckConstraint("length(title) > 0", '
+        'name="title_set"),\n)'))
+    monkeypatch.chdir(ini.parent)
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+    monkeypatch.syspath_prepend(str(ini.parent))
+    config = Config(str(ini), stdout=io.StringIO())
+
+    command.upgrade(config, "head")
+    command.stamp(config, "0002")
+    command.upgrade(config, "head")  # the re-run on SQLite
+    engine = create_engine(f"sqlite:///{ini.parent / 'portable.db'}")
+    checks = {c["name"] for c in inspect(engine).get_check_constraints("task")}
+    engine.dispose()
+    assert "ck_task_title_set" in checks, checks
+    command.downgrade(config, "base")
+
+    report = verify(ini, integrity_database_url, idempotent_since="0002", strict=True)
+    assert report.exit_code == 0, [f"{s.name}: {s.message}" for s in report.failures]
+    assert report.step("rerun", "0003").status == "passed"

@@ -26,6 +26,7 @@ from typing import Any
 from alembic.operations import BatchOperations, Operations
 from alembic.operations import ops as alembic_ops
 from sqlalchemy import inspect
+from sqlalchemy.schema import conv
 
 from .executor import Outcome
 from .ops import (
@@ -93,11 +94,13 @@ class _Direct:
 
 
 def _apply(batch: BatchOperations | _Direct, op: EnsureOp) -> None:
+    """Names are final (``conv``, what ``op.f()`` gives): the MetaData's naming convention,
+    which Alembic applies to the names of its plain operations, must not rename them."""
     if isinstance(op, EnsureCheckConstraintOp):
-        batch.create_check_constraint(op.rule.name, op.rule.condition)
+        batch.create_check_constraint(conv(op.rule.name), op.rule.condition)
     elif isinstance(op, EnsureForeignKeyOp):
         rule = op.rule
-        batch.create_foreign_key(rule.name, rule.referent.name, list(rule.columns),
+        batch.create_foreign_key(conv(rule.name), rule.referent.name, list(rule.columns),
                                  list(rule.referent_columns), referent_schema=rule.referent.schema,
                                  ondelete=rule.ondelete, onupdate=rule.onupdate,
                                  deferrable=rule.deferrable, initially=rule.initially,
@@ -106,7 +109,7 @@ def _apply(batch: BatchOperations | _Direct, op: EnsureOp) -> None:
         column = op.rule.column if isinstance(op, EnsureNotNullOp) else op.column
         batch.alter_column(column, nullable=isinstance(op, EnsureNullableOp))
     elif isinstance(op, EnsureConstraintDroppedOp):
-        batch.drop_constraint(op.name)
+        batch.drop_constraint(conv(op.name))
     elif isinstance(op, EnsureConstraintRenamedOp):
         assert isinstance(batch, _Direct)
         batch.operations.execute(_rename_sql(batch.operations, op))
