@@ -54,8 +54,10 @@ def run_plain(operations: Operations, op: EnsureOp) -> Outcome:
         return Outcome(op.op_name, "skipped", "offline on sqlite")
     if not ctx.as_sql and _in_place(operations, op):
         return Outcome(op.op_name, "none", "already in place")
+    type_ = (_constraint_type(operations, op) if isinstance(op, EnsureConstraintDroppedOp)
+             else None)
     with _batch(operations, op, dialect) as batch:
-        _apply(batch, op)
+        _apply(batch, op, type_)
     return Outcome(op.op_name, "plain", dialect)
 
 
@@ -89,11 +91,11 @@ class _Direct:
     def alter_column(self, column: str, **kw: Any) -> None:
         self.operations.alter_column(self.table, column, schema=self.schema, **kw)
 
-    def drop_constraint(self, name: str) -> None:
-        self.operations.drop_constraint(name, self.table, schema=self.schema)
+    def drop_constraint(self, name: str, type_: str | None = None) -> None:
+        self.operations.drop_constraint(name, self.table, type_=type_, schema=self.schema)
 
 
-def _apply(batch: BatchOperations | _Direct, op: EnsureOp) -> None:
+def _apply(batch: BatchOperations | _Direct, op: EnsureOp, type_: str | None) -> None:
     """Names are final (``conv``, what ``op.f()`` gives): the MetaData's naming convention,
     which Alembic applies to the names of its plain operations, must not rename them."""
     if isinstance(op, EnsureCheckConstraintOp):
@@ -109,7 +111,7 @@ def _apply(batch: BatchOperations | _Direct, op: EnsureOp) -> None:
         column = op.rule.column if isinstance(op, EnsureNotNullOp) else op.column
         batch.alter_column(column, nullable=isinstance(op, EnsureNullableOp))
     elif isinstance(op, EnsureConstraintDroppedOp):
-        batch.drop_constraint(conv(op.name))
+        batch.drop_constraint(conv(op.name), type_=type_)
     elif isinstance(op, EnsureConstraintRenamedOp):
         assert isinstance(batch, _Direct)
         batch.operations.execute(_rename_sql(batch.operations, op))
@@ -146,11 +148,24 @@ def _in_place(operations: Operations, op: EnsureOp) -> bool:
     return False
 
 
-def _constraint_names(insp: Any, table: str, schema: str | None) -> set[str]:
-    found = {c.get("name") for c in insp.get_check_constraints(table, schema)}
-    found |= {c.get("name") for c in insp.get_foreign_keys(table, schema)}
-    found |= {c.get("name") for c in insp.get_unique_constraints(table, schema)}
-    return {n for n in found if n}
+def _constraint_names(insp: Any, table: str, schema: str | None) -> dict[str, str]:
+    """Constraint name -> Alembic's ``type_`` for it (MySQL needs it to drop one)."""
+    found: dict[str, str] = {}
+    for kind, read in (("check", insp.get_check_constraints),
+                       ("foreignkey", insp.get_foreign_keys),
+                       ("unique", insp.get_unique_constraints)):
+        try:
+            found.update({c["name"]: kind for c in read(table, schema) if c.get("name")})
+        except NotImplementedError:  # a dialect that cannot reflect this kind
+            continue
+    return found
+
+
+def _constraint_type(operations: Operations, op: EnsureConstraintDroppedOp) -> str | None:
+    if operations.get_context().as_sql:
+        return None
+    insp = inspect(operations.get_bind())
+    return _constraint_names(insp, op.table.name, op.table.schema).get(op.name)
 
 
 def _table(op: EnsureOp) -> Any:
