@@ -7,6 +7,7 @@ import logging
 from alembic.operations import Operations
 from alembic.runtime.migration import MigrationContext
 
+from ..compat import owns_transaction
 from ..errors import ConfigurationError
 from ..settings import resolve
 from . import plain as _plain  # noqa: F401  (create_table re-runnable on PostgreSQL)
@@ -59,11 +60,7 @@ def _verbatim(ctx: MigrationContext, sql: str) -> None:
 
 def _require_owned_transaction(ctx: MigrationContext) -> None:
     """autocommit_block can only commit a transaction that Alembic itself began."""
-    if getattr(ctx, "_in_external_transaction", False) or (
-        ctx.connection is not None
-        and ctx.connection.in_transaction()
-        and getattr(ctx, "_transaction", None) is None
-    ):
+    if not owns_transaction(ctx):
         raise ConfigurationError(
             "alembic_integrity operations commit between their steps, but the migration "
             "runs inside a transaction that env.py opened itself (connection.begin()); use "

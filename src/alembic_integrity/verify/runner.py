@@ -7,13 +7,15 @@ import contextlib
 import io
 import logging
 import os
-from collections.abc import Callable, Iterator, Sequence
+import sys
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Connection, Engine, create_engine, text
 from sqlalchemy.pool import NullPool
 
+from .. import compat
 from ..errors import ConfigurationError
 from ..pg.database import normalize_url, shown
 
@@ -82,6 +84,7 @@ class AlembicRunner:
         self._connection: Connection | None = None
         self._identity: tuple[Any, ...] | None = None
         self._checked = False
+        self._outside: tuple[Any, Any] | None = None
 
     def __enter__(self) -> AlembicRunner:
         return self
@@ -124,43 +127,48 @@ class AlembicRunner:
     # -- commands ----------------------------------------------------------------
 
     def upgrade(self, revision: str = "heads") -> None:
-        self._run(lambda heads: self.script._upgrade_revs(revision, heads),
-                  destination_rev=revision)
+        self.run_steps(lambda heads, _: compat.upgrade_steps(self.script, revision, heads),
+                       destination_rev=revision)
 
     def downgrade(self, revision: str = "base") -> None:
-        self._run(lambda heads: self.script._downgrade_revs(revision, heads),
-                  destination_rev=revision)
+        self.run_steps(lambda heads, _: compat.downgrade_steps(self.script, revision, heads),
+                       destination_rev=revision)
 
     def stamp(self, revisions: str | Sequence[str], *, purge: bool = False) -> None:
         targets = _targets(revisions)
-        self._run(lambda heads: self.script._stamp_revs(targets, heads),
-                  destination_rev=targets, purge=purge)
+        self.run_steps(lambda heads, _: compat.stamp_steps(self.script, targets, heads),
+                       destination_rev=targets, purge=purge)
 
     def rerun(self, revision: str, before: Sequence[str]) -> None:
         """Stamp back to ``before`` (what the version table held) and upgrade ``revision`` again.
 
         One env.py run: the stamp and the upgrade are the steps of one command.
         """
-        targets = _targets(before)
+        def steps(heads: tuple[str, ...], _: Any) -> list[Any]:
+            return [*compat.stamp_steps(self.script, _targets(before), heads),
+                    *compat.upgrade_steps(self.script, revision, tuple(before))]
 
-        def steps(heads: Any) -> list[Any]:
-            return [*self.script._stamp_revs(targets, heads),
-                    *self.script._upgrade_revs(revision, tuple(before))]
-
-        self._run(steps, destination_rev=revision, purge=True)
+        self.run_steps(steps, destination_rev=revision, purge=True)
 
     def current(self) -> tuple[str, ...]:
         """The revisions in the version table now."""
-        self._run(lambda heads: [])
+        self.run_steps(lambda heads, _: [])
         return self.last_heads
 
-    def _run(self, steps: Callable[[Any], list[Any]], **options: Any) -> None:
+    def run_steps(self, steps: Callable[[tuple[str, ...], Any], Iterable[Any]],
+                  **options: Any) -> None:
+        """One env.py run whose migration steps are ``steps(heads, migration_context)``.
+
+        ``steps`` may be a generator: Alembic asks for each step after running the
+        previous one, so code between the yields runs between revisions, on the
+        connection and in the transaction env.py set up.
+        """
         from alembic.runtime.environment import EnvironmentContext
 
-        def fn(heads: Any, context: Any) -> list[Any]:
+        def fn(heads: Any, context: Any) -> Iterable[Any]:
             self.last_heads = tuple(h for h in (heads or ()) if h)
             self._note(context)
-            return steps(heads)
+            return steps(self.last_heads, context)
 
         buffer = io.StringIO()
         self.config.attributes["connection"] = self._shared_connection()
@@ -199,7 +207,21 @@ class AlembicRunner:
         if not self.capture:
             yield
             return
-        with contextlib.redirect_stdout(buffer), contextlib.redirect_stderr(buffer):
+        self._outside = (sys.stdout, sys.stderr)
+        try:
+            with contextlib.redirect_stdout(buffer), contextlib.redirect_stderr(buffer):
+                yield
+        finally:
+            self._outside = None
+
+    @contextlib.contextmanager
+    def uncaptured(self) -> Iterator[None]:
+        """Print to the real output from code running inside a command (progress lines)."""
+        if self._outside is None:
+            yield
+            return
+        with contextlib.redirect_stdout(self._outside[0]), \
+                contextlib.redirect_stderr(self._outside[1]):
             yield
 
     def _note(self, context: Any) -> None:
