@@ -460,3 +460,102 @@ def test_data_source_specs() -> None:
         load_data_source("seed")
     with pytest.raises(ConfigurationError, match="no such file"):
         load_data_source("missing.sql")
+
+
+# ------------------------------------------------------------------ env.py's own transaction
+
+EXTERNAL_TRANSACTION = ENV_PY.replace(
+    "        context.configure(connection=connection, target_metadata=target_metadata)\n"
+    "        with context.begin_transaction():\n"
+    "            context.run_migrations()\n",
+    "        with connection.begin():  # env.py's own transaction, not Alembic's\n"
+    "            context.configure(connection=connection, target_metadata=target_metadata)\n"
+    "            with context.begin_transaction():\n"
+    "                context.run_migrations()\n")
+
+
+def test_env_py_own_transaction_one_revision_per_command(tmp_path: Path,
+                                                         integrity_database_url: str) -> None:
+    """Nothing can be committed between revisions: each gets its own env.py run, same checks."""
+    assert EXTERNAL_TRANSACTION != ENV_PY
+    ini = make_project(tmp_path, [
+        Revision("r1", None, CREATE_T, DROP_T),
+        Revision("r2", "r1", 'op.create_index("ix_t_qty", "t", ["qty"], if_not_exists=True)',
+                 'op.drop_index("ix_t_qty", "t", if_exists=True)'),
+        Revision("r3", "r2", INSERT_AGAIN, 'op.execute("DELETE FROM t")'),
+    ], model_extra="")
+    (tmp_path / "migrations" / "env.py").write_text(
+        EXTERNAL_TRANSACTION.format(models=next(tmp_path.glob("models_*.py")).stem))
+    report = verify(ini, integrity_database_url)
+    assert failed(report) == ["re-run r3"]
+    assert report.step("rerun", "r3").details == ["table public.t: 1 rows -> 2 rows"]
+    assert report.step("drift").status == "passed"
+
+
+def test_ensure_ops_refuse_env_py_own_transaction(tmp_path: Path,
+                                                  integrity_database_url: str) -> None:
+    ini = make_project(tmp_path, good_revisions())
+    (tmp_path / "migrations" / "env.py").write_text(
+        EXTERNAL_TRANSACTION.format(models=next(tmp_path.glob("models_*.py")).stem))
+    report = verify(ini, integrity_database_url)
+    assert failed(report) == ["upgrade r2"]
+    assert "inside a transaction that env.py opened itself" in report.step("upgrade", "r2").message
+
+
+def test_update_again_without_ddl_is_found_by_row_counts(tmp_path: Path,
+                                                         integrity_database_url: str) -> None:
+    """A data migration that inserts on every run, in the middle of a batch of revisions."""
+    ini = make_project(tmp_path, [
+        Revision("r1", None, CREATE_T, DROP_T),
+        Revision("r2", "r1", 'op.execute("INSERT INTO t (id, qty) VALUES (1, 1), (2, 2)")',
+                 'op.execute("DELETE FROM t")'),
+        Revision("r3", "r2", 'op.execute("INSERT INTO t (id, qty) SELECT max(id) + 1, 0 FROM t")',
+                 'op.execute("DELETE FROM t WHERE qty = 0")'),
+        Revision("r4", "r3", 'op.execute("UPDATE t SET note = \'x\' WHERE note IS NULL")'),
+        Revision("r5", "r4", ENSURE_CHECK, DROP_CHECK),
+    ])
+    report = verify(ini, integrity_database_url)
+    assert failed(report) == ["re-run r2", "re-run r3"]
+    assert "duplicate key" in report.step("rerun", "r2").message
+    assert report.step("rerun", "r3").details == ["table public.t: 3 rows -> 4 rows"]
+    assert report.step("rerun", "r5").status == "passed"
+
+
+def test_without_superuser_every_snapshot_is_read_whole(tmp_path: Path,
+                                                        integrity_postgres_url: str) -> None:
+    """No event trigger can be made: the same findings, from full reads."""
+    from sqlalchemy import make_url
+
+    name = f"plain_{uuid.uuid4().hex[:8]}"
+    admin = create_engine(integrity_postgres_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f"CREATE ROLE {name} LOGIN")
+        conn.exec_driver_sql(f"CREATE DATABASE {name} OWNER {name}")
+    try:
+        url = make_url(integrity_postgres_url).set(username=name, database=name)
+        recreate = ('op.execute("ALTER TABLE t DROP CONSTRAINT IF EXISTS ck_t_qty")\n'
+                    'op.execute("ALTER TABLE t ADD CONSTRAINT ck_t_qty CHECK (qty >= 0)")')
+        ini = make_project(tmp_path, [
+            Revision("r1", None, CREATE_T, DROP_T),
+            Revision("r2", "r1", recreate, DROP_CHECK),
+            Revision("r3", "r2", INSERT_AGAIN, 'op.execute("DELETE FROM t")'),
+        ])
+        report = verify(ini, url.render_as_string(hide_password=False))
+        assert failed(report) == ["re-run r2", "re-run r3"]
+        assert report.step("rerun", "r3").details == ["table public.t: 1 rows -> 2 rows"]
+    finally:
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+            conn.exec_driver_sql(f"DROP ROLE IF EXISTS {name}")
+        admin.dispose()
+
+
+def test_the_event_triggers_are_removed_after_a_run(integrity_database_url: str) -> None:
+    assert verify(REFERENCE_INI, integrity_database_url).ok
+    engine = create_engine(integrity_database_url)
+    with engine.connect() as conn:
+        left = conn.exec_driver_sql(
+            "SELECT (SELECT count(*) FROM pg_event_trigger), "
+            "(SELECT count(*) FROM pg_namespace WHERE nspname = 'alembic_integrity_verify')").one()
+    engine.dispose()
+    assert tuple(left) == (0, 0)

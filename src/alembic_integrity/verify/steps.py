@@ -11,10 +11,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Engine, MetaData
+from sqlalchemy import Connection, Engine, MetaData
 
-from ..pg.snapshot import SchemaSnapshot, differences, take
+from ..pg.ddl_log import SnapshotTracker
+from ..pg.snapshot import SchemaSnapshot, differences
 from .baseline import RerunPolicy
+from .batch import DowngradeBatch, UpgradeBatch
 from .data import DataLoader
 from .drift import drift
 from .failures import fail_from_exception
@@ -48,6 +50,9 @@ class Run:
         self.progress = progress
         self.empty: SchemaSnapshot | None = None
         self.at_head: SchemaSnapshot | None = None
+        self.tracker = SnapshotTracker()
+        self.tracker.uncounted = runner.version_tables  # the same set, filled as env.py runs
+        self.stopped_because = ""
 
     # -- bookkeeping ---------------------------------------------------------------
 
@@ -73,9 +78,19 @@ class Run:
     def skip(self, name: str, kind: str, reason: str, revision: str | None = None) -> None:
         self.add(Step(name, kind, revision, status=SKIPPED, message=reason))
 
-    def snapshot(self, count_rows: bool = False) -> SchemaSnapshot:
+    def snapshot(self) -> SchemaSnapshot:
+        """The schema now (with row counts), read where the DDL log says it changed."""
         with self.engine.connect() as conn:
-            return take(conn, count_rows=count_rows)
+            return self.tracker.sync(conn, flushed=False)
+
+    def resync(self) -> None:
+        """Read everything again: after a failure the log may not match what was rolled back."""
+        with self.engine.connect() as conn:
+            self.tracker.resync(conn)
+
+    def rerun_exempt(self, script: Any) -> str | None:
+        """Why this revision's re-run is not required (see :mod:`.baseline`), or None."""
+        return self.options.rerun.not_required(script)
 
     def without_version_table(self, snapshot: SchemaSnapshot) -> SchemaSnapshot:
         return snapshot.without_tables(
@@ -97,16 +112,21 @@ class Run:
     def run(self) -> None:
         if not self.heads():
             return self.skip_rest("not run: the project needs exactly one head")
+        with self.engine.connect() as conn:
+            self.tracker.install(conn)
+        try:
+            self.phases()
+        finally:
+            with self.engine.connect() as conn:
+                self.tracker.uninstall(conn)
+
+    def phases(self) -> None:
         if self.options.base is not None and not self.build_base():
             return self.skip_rest("not run: the base schema could not be built")
         self.empty = self.snapshot()
         scripts = self.runner.revisions()
-        for index, script in enumerate(scripts):
-            if not self.revision(script):
-                reason = f"not run: revision {script.revision} failed to upgrade"
-                for later in scripts[index + 1:]:
-                    self.skip(f"upgrade {later.revision}", "upgrade", reason, later.revision)
-                return self.skip_rest(reason)
+        if not self.upgrade_all(scripts):
+            return self.skip_rest(self.stopped_because)
         self.at_head = self.snapshot()
         # Drift first: it needs only head, and must be reported whatever the downgrades do.
         self.step(Step("drift: models vs database", "drift"), self.check_drift)
@@ -114,6 +134,59 @@ class Run:
             return self.skip("upgrade base -> head again", "reupgrade",
                              "not run: the downgrade failed")
         self.step(Step("upgrade base -> head again", "reupgrade"), self.reupgrade)
+
+    def upgrade_all(self, scripts: list[Any]) -> bool:
+        """Every revision upgraded and re-run, in as few env.py runs as possible.
+
+        A batch ends at the end, after the revision the data set is loaded at, or at
+        a failure; a failed re-run is recorded and the next batch goes on from there.
+        """
+        self.stopped_because = ""
+        index = 0
+        while index < len(scripts):
+            stop = next((i + 1 for i in range(index, len(scripts))
+                         if scripts[i].revision == self.options.data_at), len(scripts))
+            batch = UpgradeBatch(self, scripts, index, stop)
+            failed = self.run_batch(batch)
+            if failed is not None and failed.kind == "upgrade":
+                self.stopped_because = f"not run: revision {failed.revision} failed to upgrade"
+                for later in scripts[batch.next_index + 1:]:
+                    self.skip(f"upgrade {later.revision}", "upgrade", self.stopped_because,
+                              later.revision)
+                return False
+            if failed is not None:
+                self.restore(failed.revision or "", batch.owns is not False)
+            elif batch.rerun_outside is not None:
+                self.rerun_alone(*batch.rerun_outside)
+            index = batch.next_index
+            done = scripts[index - 1].revision if index else None
+            if done is not None and done == self.options.data_at and index == stop:
+                if not self.load_data(done):
+                    self.stopped_because = f"not run: loading data at {done} failed"
+                    for later in scripts[index:]:
+                        self.skip(f"upgrade {later.revision}", "upgrade", self.stopped_because,
+                                  later.revision)
+                    return False
+                self.resync()
+        return True
+
+    def run_batch(self, batch: UpgradeBatch | DowngradeBatch) -> Step | None:
+        """Run one batch; the step that failed, already in the report, or None."""
+        try:
+            self.runner.run_steps(batch.work)
+            return None
+        except (WrongDatabase, KeyboardInterrupt):
+            raise
+        except Exception as exc:
+            step = batch.pending
+            if step is None:  # env.py failed before any revision ran
+                step = batch.first_step()
+            step.seconds = time.perf_counter() - batch.began if batch.began else 0.0
+            fail_from_exception(step, exc)
+            step.output = self.runner.last_output
+            self.add(step)
+            self.resync()
+            return step
 
     def skip_rest(self, reason: str) -> None:
         """Everything after a failed upgrade needs head: drift, the downgrades, the re-upgrade."""
@@ -145,42 +218,38 @@ class Run:
         self.add(step)
         return step.ok
 
-    def revision(self, script: Any) -> bool:
-        """Upgrade to the revision, then, if its re-run is required, run it again and
-        require that nothing changed (see :mod:`.baseline` for which are required)."""
-        revision = script.revision
-        if not self.step(Step(f"upgrade {revision}", "upgrade", revision),
-                         lambda step: self.runner.upgrade(revision)):
-            return False
-        before = self.runner.last_heads
-        exempt = self.options.rerun.not_required(script)
-        if exempt is not None:
-            self.skip(f"re-run {revision}", "rerun", exempt, revision)
-        else:
-            self.step(Step(f"re-run {revision}", "rerun", revision),
-                      lambda step: self.rerun(step, revision, before))
-        if self.options.data_at == revision:
-            return self.load_data(revision)
-        return True
+    def rerun_alone(self, revision: str, before: tuple[str, ...]) -> None:
+        self.step(Step(f"re-run {revision}", "rerun", revision),
+                  lambda step: self.rerun(step, revision, before))
 
     def rerun(self, step: Step, revision: str, before: tuple[str, ...]) -> None:
-        once = self.snapshot(count_rows=True)
+        """The re-run in a command of its own (branch points, merges): slower, same check."""
+        once = self.snapshot()
         try:
             self.runner.rerun(revision, before)  # as if the revision had never been recorded
         except Exception:
             output = self.runner.last_output
-            self.restore(revision)
+            self.restore(revision, committed=True)
             self.runner.last_output = output  # the failed run's, for the report
             raise
-        changed = differences(once, self.snapshot(count_rows=True))
+        changed = differences(once, self.snapshot())
         if changed:
             step.fail(f"revision {revision} is not idempotent: running it again changed "
                       f"the schema or data ({plural(len(changed), 'difference')})", changed)
 
-    def restore(self, revision: str) -> None:
-        """After a failed re-run, record the revision as applied again (it was, once)."""
+    def restore(self, revision: str, committed: bool) -> None:
+        """After a failed re-run, have the revision applied and recorded again (once).
+
+        When the first run was committed (as after every revision of a batch) only
+        the version table may lack it; otherwise the whole batch was rolled back.
+        """
         with contextlib.suppress(Exception):
-            self.runner.stamp(revision)
+            if revision not in self.runner.current():
+                if committed:
+                    self.runner.stamp(revision)
+                else:
+                    self.runner.upgrade(revision)
+        self.resync()
 
     def downgrade(self, scripts: list[Any]) -> bool:
         """Each revision's downgrade on its own (linear history), else one downgrade to base."""
@@ -189,23 +258,14 @@ class Run:
                     for s in reversed(scripts)]
         else:
             plan = [("downgrade to base", None, "base")]
-        for index, (name, revision, target) in enumerate(plan):
-            last = index == len(plan) - 1
+        return self.run_batch(DowngradeBatch(self, plan)) is None
 
-            def action(step: Step, target: str = target, last: bool = last) -> None:
-                self.runner.downgrade(target)
-                if last:
-                    step.warnings.extend(self.leftovers())
-
-            if not self.step(Step(name, "downgrade", revision), action):
-                return False
-        return True
-
-    def leftovers(self) -> list[str]:
+    def leftovers(self, conn: Connection) -> list[str]:
         """What the downgrades left behind: reported, not fatal (it may be on purpose)."""
         assert self.empty is not None
+        now = self.tracker.sync(conn, flushed=False)
         left = differences(self.without_version_table(self.empty),
-                           self.without_version_table(self.snapshot()), oids=False, rows=False)
+                           self.without_version_table(now), oids=False, rows=False)
         return capped([f"left after downgrade to base: {line}" for line in left])
 
     def reupgrade(self, step: Step) -> None:
