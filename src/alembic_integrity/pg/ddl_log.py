@@ -14,7 +14,8 @@ own transaction, so DDL that was rolled back leaves none.
 Row counts follow the same idea: ``pg_stat_user_tables`` says which tables had
 rows inserted, updated or deleted (PostgreSQL 15+, whose
 ``pg_stat_force_next_flush()`` makes the migration's own counters visible at
-once), and only those (plus tables the DDL touched) are counted again.
+once), and only those (plus tables new since the last sync) are counted again: DDL
+alone changes no row count.
 
 Where that is not possible (no superuser, PostgreSQL < 15 for the rows,
 ``track_counts`` off, a log entry of a kind not mapped here such as ``CREATE

@@ -6,9 +6,12 @@ itself costs. Here Alembic gets a generator of steps (see
 :meth:`AlembicRunner.run_steps`): it runs a revision's upgrade, and before it asks
 for the next step our code commits (``MigrationContext.autocommit_block``, as the
 ``ensure_*`` operations do), reads what changed through the DDL log
-(:class:`~alembic_integrity.pg.ddl_log.SnapshotTracker`), then yields the stamp
-back and the same upgrade again, and compares. Committing after each revision
-keeps a failed re-run from undoing the first run, as the separate commands did.
+(:class:`~alembic_integrity.pg.ddl_log.SnapshotTracker`), runs the revision's
+``upgrade()`` again (inside Alembic's transaction, where ``op`` is bound; or, when
+that is not possible, yields a stamp back and the same upgrade step), commits and
+compares. Committing after each revision keeps a failed re-run from undoing the
+first run, as the separate commands did. Revisions whose parent is not the one
+head (branch points, merges) are re-run in a command of their own.
 
 When env.py opened the transaction itself (``compat.owns_transaction`` is false),
 nothing can be committed in between: such a batch stops after one revision, so
