@@ -198,10 +198,14 @@ class PolicyPlan:
             source = f"ai_next w JOIN {t.scan} AS t ON {self.by_version('t', 'w')} WHERE true"
         else:  # one TID scan; a row written meanwhile into a freed slot is checked like any
             source = f"{t.scan} AS t WHERE t.ctid = ANY(ARRAY(SELECT _ai_tid FROM ai_next))"
-        return (f"ai_next AS (SELECT * FROM pg_temp.{WORKLIST} WHERE _ai_n > "
-                f"{raw.param(LAST)} ORDER BY _ai_n LIMIT {int(batch.size)}), "
+        return (f"{self.next_cte(batch)}, "
                 f"ai_picked AS (SELECT t.ctid AS _ai_tid, {keys}{columns} FROM {source} "
                 f"AND {self.scope}{lock})")
+
+    def next_cte(self, batch: Batch) -> str:
+        """``ai_next``: the batch's rows of the worklist (the next numbers after the last)."""
+        return (f"ai_next AS (SELECT * FROM pg_temp.{WORKLIST} WHERE _ai_n > "
+                f"{raw.param(LAST)} ORDER BY _ai_n LIMIT {int(batch.size)})")
 
     def cursor_sql(self) -> str:
         """The last key of the batch, as jsonb: where a resumed run starts."""

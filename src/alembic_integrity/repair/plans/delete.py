@@ -104,6 +104,8 @@ class DeletePlan(PolicyPlan):
         # parent that a concurrent change keeps (see the package docstring).
         lock = " FOR UPDATE OF t" if self.cascade else ""
         refusable = bool(self.refusals())
+        if not refusable and not self.cascade and not t.partitioned:
+            return self._plain_batch_sql(batch)
         noted = f", {t.pk_json('t')} AS _ai_pk" if refusable else ""
         ctes = [self.batch_number(batch),
                 self.pick_ctes(batch, f"{noted}, {self.note_sql()} AS _ai_note{key_list}", lock)]
@@ -135,6 +137,23 @@ class DeletePlan(PolicyPlan):
                         + " FROM ai_picked p WHERE p._ai_note IS NOT NULL")
         ctes.append(f"logged AS ({self.insert_log(batch, logs)})")
         return "WITH " + ", ".join(ctes) + " " + self.counted()
+
+    def _plain_batch_sql(self, batch: Batch) -> str:
+        """Nothing to refuse, nothing to cascade: the DELETE takes the worklist's row
+        versions itself (one TID scan), checking the scope again on each."""
+        t = self.table
+        gone = ", ".join(f"t.{quote(c)}" for c in t.names)
+        ctes = [self.batch_number(batch), self.next_cte(batch),
+                f"ai_gone AS (DELETE FROM {t.scan} AS t WHERE t.ctid = ANY(ARRAY(SELECT "
+                f"_ai_tid FROM ai_next)) AND {self.scope} RETURNING {gone})",
+                "ai_images AS (" + self.insert_images(
+                    batch, t, self.action, "ai_gone g", [(c, f"g.{quote(c)}") for c in t.names])
+                + ")", *self.extra_ctes()]
+        logged = self.insert_log(batch, [
+            self.log_row(batch, t, lit(self.action), rows="(SELECT count(*) FROM ai_gone)",
+                         image=True, cursor=self.cursor_sql(), archive=self.archive)
+            + " WHERE EXISTS (SELECT 1 FROM ai_next)"])
+        return "WITH " + ", ".join([*ctes, f"logged AS ({logged})"]) + " " + self.counted()
 
     def _delete_kids(self, ref: Referrer) -> str:
         """Referencing rows of the picked rows; not those picked themselves (self-reference)."""
