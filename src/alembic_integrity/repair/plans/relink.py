@@ -39,7 +39,7 @@ class RelinkPlan(PolicyPlan):
     def _judge(self, source: str, claims: str) -> str:
         """A CASE naming why a candidate row of ``source`` may not be relinked."""
         taken = (f"EXISTS (SELECT 1 FROM {self.table.sql} ai_o WHERE ai_o.{quote(self.column)} "
-                 f"= {source}._ai_cands[1] AND ai_o.ctid <> {source}._ai_tid)")
+                 f"= {source}._ai_cands[1] AND {self.table.pk_json('ai_o')} <> {source}._ai_pk)")
         return (f"CASE WHEN cardinality({source}._ai_cands) = 0 THEN 'no candidate' "
                 f"WHEN cardinality({source}._ai_cands) > 1 THEN 'more than one candidate' "
                 f"WHEN {claims} > 1 THEN 'candidate claimed by another row too' "
