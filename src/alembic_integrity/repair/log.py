@@ -461,8 +461,8 @@ def run_short(conn: Connection, sql: str | list[str], settings: Settings,
 
     def once(lock_timeout_ms: int) -> list[tuple[Any, ...]]:
         with transaction(conn):
-            raw.execute(conn, f"{BATCH_SETTINGS}, set_config('lock_timeout', "
-                              f"'{int(lock_timeout_ms)}ms', true)")
+            raw.execute(conn, f"SET LOCAL lock_timeout = '{lock_timeout_ms}ms'")
+            raw.execute(conn, BATCH_SETTINGS)
             result = None
             for statement in statements:
                 result = raw.execute(conn, statement, params)
