@@ -106,6 +106,17 @@ def log_rows(engine: Engine, repair_id: int) -> list[dict[str, Any]]:
     return [r[0] for r in found]
 
 
+def images(engine: Engine, repair_id: int, action: str | None = None) -> list[dict[str, Any]]:
+    """The repair's image rows from every image table, as dicts (``_table`` names the table)."""
+    found = []
+    for image, table in rows(engine, f"SELECT DISTINCT image_table, table_name FROM {LOG} "
+                                     f"WHERE repair_id = {repair_id} AND image_table IS NOT NULL"):
+        for (row,) in rows(engine, f'SELECT to_jsonb(i) FROM alembic_integrity."{image}" i '
+                                   f"WHERE _ai_repair_id = {repair_id}"):
+            found.append({**row, "_table": table})
+    return [r for r in found if action is None or r["_ai_action"] == action]
+
+
 def schema_exists(engine: Engine, name: str = "alembic_integrity") -> bool:
     return bool(rows(engine, f"SELECT 1 FROM pg_namespace WHERE nspname = '{name}'"))
 
@@ -151,15 +162,18 @@ def test_delete_logs_before_images_and_refuses_catalog_references(shop: Engine) 
     assert (policy.changed, policy.refused) == (4, 2)  # EU 2 and US 4 have lines
     left = rows(shop, 'SELECT "Region", "No" FROM "Shop"."Order" WHERE qty <= 0 ORDER BY 1, 2')
     assert left == [("EU", 2), ("US", 4)]
-    deleted = [r for r in log_rows(shop, result.repair_id) if r["action"] == "delete"]
-    assert sorted((r["pk"]["Region"], r["pk"]["No"]) for r in deleted) == [
+    deleted = images(shop, result.repair_id, "delete")
+    assert sorted((r["Region"], r["No"]) for r in deleted) == [
         ("EU", 4), ("EU", 6), ("US", 2), ("US", 6)]
-    eu4 = next(r for r in deleted if r["pk"] == {"Region": "EU", "No": 4})
-    assert eu4["before"]["qty"] == -4 and eu4["before"]["tags"] == ["t4"]
-    assert eu4["schema_name"] == "Shop" and eu4["table_name"] == "Order"
-    assert eu4["rule"] == "ck_order_qty on Shop.Order" and eu4["policy"] == "Delete"
+    eu4 = next(r for r in deleted if (r["Region"], r["No"]) == ("EU", 4))
+    assert eu4["qty"] == -4 and eu4["tags"] == ["t4"] and eu4["data"] == {"f": 1.3333333333333333,
+                                                                          "n": 4}
+    steps = [r for r in log_rows(shop, result.repair_id) if r["action"] == "delete"]
+    assert sum(r["rows"] for r in steps) == 4 and all(r["rows"] <= 2 for r in steps)
+    assert {(r["schema_name"], r["table_name"], r["rule"], r["policy"]) for r in steps} == {
+        ("Shop", "Order", "ck_order_qty on Shop.Order", "Delete")}
     refused = [r for r in log_rows(shop, result.repair_id) if r["action"] == "refused"]
-    assert len(refused) == 2 and all(r["before"] is None for r in refused)
+    assert sorted(r["pk"]["No"] for r in refused) == [2, 4]
     assert result.exit_code == 1
 
 
@@ -191,8 +205,7 @@ def test_delete_refusal_does_not_depend_on_the_order_of_batches(shop: Engine) ->
     only_output = ["Shop.invocation.output NOT NULL"]
     assert only(repair(shop, rule, rules=only_output)).refused == 2
     result = repair(shop, rule, apply=True, batch_size=1, rules=only_output)
-    assert sorted(r["pk"]["id"] for r in log_rows(shop, result.repair_id)
-                  if r["action"] == "delete") == [2, 7]
+    assert sorted(r["id"] for r in images(shop, result.repair_id, "delete")) == [2, 7]
     assert only(result).refused == 2
 
 
@@ -201,9 +214,9 @@ def test_delete_cascade_deletes_referencing_rows_with_before_images(shop: Engine
     policy = only(result)
     assert (policy.changed, policy.cascaded, policy.refused) == (6, 3, 0)
     assert rows(shop, 'SELECT count(*) FROM "Shop".line') == [(0,)]
-    cascaded = [r for r in log_rows(shop, result.repair_id) if r["action"] == "cascade"]
-    assert sorted(r["before"]["id"] for r in cascaded) == [1, 2, 3]
-    assert {r["table_name"] for r in cascaded} == {"line"}
+    cascaded = images(shop, result.repair_id, "cascade")
+    assert sorted(r["id"] for r in cascaded) == [1, 2, 3]
+    assert {r["_table"] for r in cascaded} == {"line"}
 
 
 def test_delete_cascade_refuses_when_referencing_rows_are_referenced(shop: Engine) -> None:
@@ -225,11 +238,14 @@ def test_invalidate_sets_values_and_logs_before_and_after(shop: Engine) -> None:
     assert (only(result).changed, result.exit_code) == (6, 0)
     assert rows(shop, 'SELECT count(*) FROM "Shop"."Order" WHERE invalidated AND '
                       "reason = 'negative qty' AND qty > 0") == [(6,)]
-    updates = log_rows(shop, result.repair_id)
-    assert len(updates) == 6 and {r["action"] for r in updates} == {"update"}
-    eu2 = next(r for r in updates if r["pk"] == {"Region": "EU", "No": 2})
-    assert (eu2["before"]["qty"], eu2["before"]["invalidated"]) == (-2, False)
-    assert (eu2["after"]["qty"], eu2["after"]["reason"]) == (2, "negative qty")
+    assert {r["action"] for r in log_rows(shop, result.repair_id)} == {"update"}
+    updates = images(shop, result.repair_id)
+    assert len(updates) == 6 and {r["_ai_action"] for r in updates} == {"update"}
+    eu2 = next(r for r in updates if (r["Region"], r["No"]) == ("EU", 2))
+    # The key, the old values of the changed columns, and their new values; nothing else.
+    assert (eu2["qty"], eu2["invalidated"], eu2["reason"]) == (-2, False, None)
+    assert (eu2["_ai_new_qty"], eu2["_ai_new_reason"]) == (2, "negative qty")
+    assert eu2["status"] is None and eu2["tags"] is None
     # Every row had a policy and every change fixed its row: no verification scan.
     assert result.rules[0].remaining is None
     assert rows(shop, 'SELECT count(*) FROM "Shop"."Order" WHERE qty <= 0') == [(0,)]
@@ -241,7 +257,7 @@ def test_log_pk_index_is_built_only_once_rows_are_looked_up(shop: Engine) -> Non
     rule = qty_rule(Invalidate(values={"qty": Sql("abs(qty)")}))
     result = repair(shop, declared(rule), apply=True, batch_size=4)
     # Summarised from the batches' counts: the same figures the log holds.
-    assert only(result).changed == len(log_rows(shop, result.repair_id)) == 6
+    assert only(result).changed == sum(r["rows"] for r in log_rows(shop, result.repair_id)) == 6
     assert rows(shop, index) == [(0,)]
     sql(shop, 'UPDATE "Shop"."Order" SET qty = -qty WHERE "No" IN (2, 4)')
     refused = repair(shop, declared(qty_rule(Delete())), apply=True, batch_size=2)
@@ -548,7 +564,7 @@ def wait_for_log(engine: Engine, at_least: int, proc: subprocess.Popen[bytes]) -
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and proc.poll() is None:
         try:
-            count = rows(engine, f"SELECT count(*) FROM {LOG}")[0][0]
+            count = rows(engine, f"SELECT coalesce(sum(rows), 0) FROM {LOG}")[0][0]
         except Exception:  # the log does not exist yet
             count = 0
         if count >= at_least:
@@ -560,6 +576,7 @@ def wait_for_log(engine: Engine, at_least: int, proc: subprocess.Popen[bytes]) -
 def test_kill_mid_run_loses_nothing_and_a_rerun_resumes(engine: Engine, models: str) -> None:
     sql(engine, JOBS)
     original = snapshot(engine)
+    original_sum = table_sum(engine, "job", "id")
     violating = {i for i, row in original.items() if row["val"] < 0}
     assert len(violating) == 3000
     url = engine.url.render_as_string(hide_password=False)
@@ -576,7 +593,7 @@ def test_kill_mid_run_loses_nothing_and_a_rerun_resumes(engine: Engine, models: 
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode == -signal.SIGKILL
-    logged = rows(engine, f"SELECT count(*) FROM {LOG}")[0][0]
+    logged = rows(engine, f"SELECT coalesce(sum(rows), 0) FROM {LOG}")[0][0]
     assert 0 < logged < 3000, "the kill must land mid-run"
     assert rows(engine, f"SELECT status FROM {LOG}_runs") == [("running",)]
     _check_consistent(engine, original, complete=False)
@@ -588,29 +605,41 @@ def test_kill_mid_run_loses_nothing_and_a_rerun_resumes(engine: Engine, models: 
     assert rows(engine, f"SELECT repair_id, status FROM {LOG}_runs") == [(1, "done")]
     _check_consistent(engine, original, complete=True)
     assert rows(engine, "SELECT count(*) FROM job WHERE val < 0") == [(0,)]
+    resumed = table_sum(engine, "job", "id")
+
+    # Restore gives back the original table; an uninterrupted run then ends the same.
+    back = subprocess.run([*command[:3], "restore", "1", "--url", url], capture_output=True,
+                          text=True, timeout=300, env=os.environ.copy())
+    assert back.returncode == 0, back.stderr
+    assert table_sum(engine, "job", "id") == original_sum
+    again = subprocess.run(command, capture_output=True, text=True, timeout=300,
+                           env=os.environ.copy())
+    assert again.returncode == 0 and "repair 2:" in again.stdout, again.stderr
+    assert table_sum(engine, "job", "id") == resumed
 
 
 def _check_consistent(engine: Engine, original: dict[int, dict[str, Any]],
                       complete: bool) -> None:
-    """Every original row is unchanged, or repaired with its exact before-image logged."""
+    """Every original row is unchanged, or repaired with its exact image logged."""
     now = snapshot(engine)
     changes: dict[int, list[dict[str, Any]]] = {}
-    for entry in (r[0] for r in rows(engine, f"SELECT to_jsonb(l) FROM {LOG} l")):
-        changes.setdefault(entry["pk"]["id"], []).append(entry)
+    for entry in images(engine, 1):
+        changes.setdefault(entry["id"], []).append(entry)
     for key, before in original.items():
         logged = changes.get(key, [])
         assert len(logged) <= 1, f"row {key} logged twice: {logged}"
         if not logged:
-            assert now.get(key) == before, f"row {key} changed without a log row"
+            assert now.get(key) == before, f"row {key} changed without an image"
             assert not (complete and before["val"] < 0), f"row {key} never repaired"
             continue
         entry = logged[0]
-        assert entry["before"] == before
-        if entry["action"] == "delete":
+        if entry["_ai_action"] == "delete":
+            assert {k: entry[k] for k in before} == before
             assert key not in now and key % 2 == 0
         else:
-            assert entry["action"] == "update" and now[key] == entry["after"]
-            assert now[key]["val"] == 0 and key % 2 == 1
+            assert entry["_ai_action"] == "update" and entry["val"] == before["val"]
+            assert now[key] == {**before, "val": 0} == {**before, "val": entry["_ai_new_val"]}
+            assert key % 2 == 1
     assert set(now) <= set(original)
 
 
@@ -666,8 +695,7 @@ def test_scenario_1_failed_invocations(legacy: tuple[Engine, Any]) -> None:
     result = repair(engine, declared(rule, *fks), apply=True, rules=[rule.name])
     delete, manual = result.rules[0].policies
     assert (delete.changed, delete.refused, manual.left) == (15, 4, 5)
-    gone = sorted(r["pk"]["id"] for r in log_rows(engine, result.repair_id)
-                  if r["action"] == "delete")
+    gone = sorted(r["id"] for r in images(engine, result.repair_id, "delete"))
     assert gone == manifest.failed_deletable
     still = {r[0] for r in rows(engine, "SELECT id FROM invocation WHERE type = 'IMAGE' "
                                         "AND output_image IS NULL")}

@@ -316,3 +316,50 @@ def relation_locks(conn: Connection, relations: list[TableName | int],
         "mode_roots": [i for i, _ in pairs], "modes": [m for _, m in pairs]}).all()
     return [RelationLock(int(r[0]), r[1], r[2], r[3], r[4], bool(r[5]), r[6], r[7], r[8],
                          r[9], r[10], r[11]) for r in rows]
+
+
+# --- repair: columns and inheritance ----------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ColumnInfo:
+    """A column as repair and restore need it: its name and its exact type as SQL."""
+
+    name: str
+    type_sql: str
+    """``format_type`` of the column, or of its domain's base type (a copy of a value
+    needs no domain check: the value passed it, or was let in NOT VALID)."""
+    generated: bool
+    identity_always: bool
+
+
+def table_columns(conn: Connection, oid: int) -> list[ColumnInfo]:
+    """The live columns of a table in attribute order, with their types."""
+    rows = conn.execute(
+        text(
+            "SELECT a.attname, CASE WHEN ty.typtype = 'd' "
+            "THEN format_type(ty.typbasetype, ty.typtypmod) "
+            "ELSE format_type(a.atttypid, a.atttypmod) END, "
+            "a.attgenerated <> '', a.attidentity = 'a' "
+            "FROM pg_attribute a JOIN pg_type ty ON ty.oid = a.atttypid "
+            "WHERE a.attrelid = :rel AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum"
+        ),
+        {"rel": oid},
+    ).all()
+    return [ColumnInfo(r[0], r[1], bool(r[2]), bool(r[3])) for r in rows]
+
+
+def inheritance_children(conn: Connection, oid: int) -> list[int]:
+    """Tables inheriting from ``oid`` (at any depth, by OID), for a table that is not
+    partitioned: each has its own columns and key, so repair treats each apart."""
+    rows = conn.execute(
+        text(
+            "WITH RECURSIVE kids(oid) AS ("
+            "  SELECT i.inhrelid FROM pg_inherits i WHERE i.inhparent = :rel "
+            "  UNION SELECT i.inhrelid FROM pg_inherits i JOIN kids k ON i.inhparent = k.oid) "
+            "SELECT k.oid FROM kids k JOIN pg_class c ON c.oid = k.oid "
+            "WHERE NOT c.relispartition ORDER BY k.oid"
+        ),
+        {"rel": oid},
+    ).scalars()
+    return [int(r) for r in rows]

@@ -10,31 +10,41 @@ left for a person with the reason; it never falls through to a later, perhaps
 more destructive, policy. Rows no policy takes are left for a person too.
 
 A dry run (the default) reads one snapshot in a READ ONLY transaction and
-writes nothing, not even the log. ``apply=True`` works in batches of
-``batch_size`` rows, each batch one short transaction under ``lock_timeout``
-and one statement of data-modifying CTEs::
+writes nothing, not even the log. Before anything else, every plan's SQL is
+checked by EXPLAIN: one rule PostgreSQL rejects stops the run, nothing written.
 
-    WITH picked AS (SELECT t.ctid, to_jsonb(t) ... FROM tbl t WHERE <violates>
-                    AND <this policy> AND t.ctid > <cursor> LIMIT n),
-         changed AS (UPDATE/DELETE ... WHERE ctid IN picked
-                     RETURNING <pk>, <before>, <after>)
-    INSERT INTO <log> SELECT ... FROM changed
+``apply=True`` repairs policy by policy. A policy first lists the rows of its
+scope, numbered in primary-key order, in a temporary WORKLIST (one sequential
+scan). Then it works in batches of ``batch_size`` of those rows, each batch one
+short transaction under ``lock_timeout`` and one statement of data-modifying
+CTEs::
 
-so no row is changed without its before-image, and rows never travel to the
-client. The pick takes no ``FOR UPDATE`` lock: the UPDATE/DELETE matches the
-exact row version picked (by ``ctid``), and a row another session changed in
-between has a new ``ctid`` after PostgreSQL's re-check (EvalPlanQual), so it is
-skipped rather than overwritten, and the logged before-image is always the
-version that was changed. Row locks are taken by the UPDATE/DELETE itself and
-last one short batch. (A cascading Delete does lock its picked rows first.)
+    WITH ai_next   AS (the next worklist rows),
+         ai_picked AS (SELECT ... FROM tbl t WHERE t.ctid = ANY(<ai_next's ctids>)
+                       AND <still in scope>),
+         ai_gone   AS (DELETE/UPDATE ... the picked row versions RETURNING ...),
+         ai_images AS (INSERT INTO <image table> SELECT ... FROM ai_gone),
+         logged    AS (INSERT INTO <log> <the batch: rows, cursor reached>)
+    SELECT <counts>
+
+so no row is changed without its typed before-image (see ``log``), and rows
+never travel to the client. The pick takes no ``FOR UPDATE`` lock: the
+UPDATE/DELETE matches the exact row version picked (by ``ctid``), and a row
+another session changed in between has a new ``ctid`` after PostgreSQL's
+re-check (EvalPlanQual), so it is skipped rather than overwritten (and the
+summary counts again what still violates). Row locks are taken by the
+UPDATE/DELETE itself and last one short batch. (A cascading Delete does lock
+its picked rows first.)
 
 A crash between batches loses nothing; running the same repair again (same
-rules) resumes the repair record still ``running`` and finishes it.
+rules) resumes the repair record still ``running``: each policy lists its rows
+again past the last key its batches logged.
 
 The package, in the order of a run:
 
-* ``targets`` selects the rules and resolves them against the catalog
-  (``tables``: tables, the foreign keys onto them, each rule's partition SQL);
+* ``targets`` selects the rules, resolves them against the catalog (``tables``:
+  tables, inheritance members, the foreign keys onto them, each rule's
+  partition SQL) and validates every plan's SQL;
 * ``plans`` turns each policy into SQL, one module per policy family
   (``base``, ``update``, ``delete``, ``quarantine``, ``relink``, ``manual``);
 * ``dryrun`` counts what each plan would do, or ``apply`` runs the plans'
@@ -59,7 +69,7 @@ from .dryrun import dry_run
 from .log import DEFAULT_LOG_TABLE, LogTables, autocommit_connection
 from .result import PolicyOutcome, RepairResult, RuleOutcome
 from .tables import Tables
-from .targets import probe, select_targets
+from .targets import probe, select_targets, validate
 
 __all__ = ["PolicyOutcome", "Progress", "RepairProgress", "RepairResult", "RuleOutcome",
            "repair", "repair_rule"]
@@ -110,6 +120,7 @@ def _repair(bind: Engine | Connection, rules: Sequence[Rule], fks: Sequence[Fore
         for target in targets:
             for plan in target.plans():
                 plan.check()
+        validate(conn, targets)
         if not apply:
             dry_run(conn, targets, result)
         else:

@@ -26,7 +26,7 @@ def _plan_rule(conn: Connection, target: Target) -> RuleOutcome:
     total, unmatched, samples = query(conn, target,
         f"SELECT count(*), count(*) FILTER (WHERE _ai_idx < 0), (array_agg(_ai_pk ORDER BY "
         f"_ai_pk) FILTER (WHERE _ai_idx < 0))[1:{SAMPLE}] FROM (SELECT {target.partition()} "
-        f"AS _ai_idx, {pk} AS _ai_pk FROM {target.table.sql} AS t WHERE {target.violation}) s"
+        f"AS _ai_idx, {pk} AS _ai_pk FROM {target.table.scan} AS t WHERE {target.violation}) s"
     ).one()
     outcome.violating, outcome.unmatched = int(total), int(unmatched)
     outcome.unmatched_samples = [format_key(k) for k in samples or []]

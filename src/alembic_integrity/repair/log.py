@@ -1,37 +1,42 @@
 """The repair log: where every changed row's before-image lives, and what repair and restore share.
 
-Two tables, created on the first ``repair --apply`` (never by a dry run):
+Created on the first ``repair --apply`` (never by a dry run), in the log's
+schema (default ``alembic_integrity``):
 
-* ``<schema>.<name>`` (default ``alembic_integrity.repair_log``): one row per
-  row a repair touched or declined to touch: the row's primary key and
-  before-image as ``jsonb`` (``to_jsonb`` of the row), the after-image for
-  updates (so that restore can tell whether the row changed again since), the
-  rule, the policy, the action, and ``restored_at``. Rows a policy refused
-  (``refused``/``ambiguous``/``left``) are logged too, with the reason: a
-  resumed run then skips them instead of trying again, and the report can name
-  them.
-* ``<schema>.<name>_runs``: one row per repair (``repair_id``, start and finish
-  time, ``status`` running/done/restored, the selected rules, a ``summary``).
+* ``<name>_runs``: one row per repair (``repair_id``, start and finish time,
+  ``status`` running/done/restored, the selected rules, a ``summary``).
+* ``<name>`` (default ``repair_log``): what each batch did, one row per batch
+  and table it changed (``rows``, the ``image_table`` holding the images, the
+  ``columns`` an update changed, the keyset ``cursor`` the batch reached), and
+  one row per row left for a person (``refused``/``ambiguous``/``left``, with
+  its primary key and the reason).
+* one IMAGE TABLE per repaired table and shape, ``<name>_img_<schema>_<table>_<hash>``
+  (within 63 bytes): the source table's own columns with their own types, plus
+  ``_ai_repair_id``, ``_ai_batch``, ``_ai_action`` and ``_ai_restored_at``. A
+  deleted, cascaded or quarantined row is copied whole; an updated row gives
+  its primary key, the old values of the columns the update changed, and their
+  new values in ``_ai_new_<column>`` (how restore tells whether the row changed
+  again since). Values are copied as they are, never through text, so what
+  restore puts back does not depend on any session setting.
 
-The log is written by the same statement that changes the rows, so a row is
-never changed without its before-image, and rows never travel to the client.
-This module also holds what both ``repair`` and ``restore`` need to know about
-a table (:class:`TableInfo`) and how they run one short transaction.
+Every image is written by the statement that changes its row (a data-modifying
+CTE), so no row is changed without its image, and rows never travel to the
+client. This module also holds what repair and restore need to know about a
+table (:class:`TableInfo`) and how they run one short transaction.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Connection, Engine, text
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.sql import literal
 
-from ..compat import pg_dialect
 from ..errors import (
     CatalogError,
     ConfigurationError,
@@ -41,6 +46,7 @@ from ..errors import (
     sqlstate,
 )
 from ..pg import catalog, raw
+from ..pg.catalog import ColumnInfo
 from ..pg.identifiers import TableName, check_length, quote, truncated_name
 from ..pg.locks import LockNeed, is_lock_error, with_lock_retries
 from ..settings import Settings
@@ -59,22 +65,149 @@ INSUFFICIENT_PRIVILEGE = "42501"
 READ_ONLY_TRANSACTION = "25006"
 LOCK_WAIT_FOR_PEER_S = 10
 
-_DIALECT = pg_dialect()
+IMAGE_META = ("_ai_repair_id", "_ai_batch", "_ai_action", "_ai_restored_at")
+"""The image tables' own columns; a source column of one of these names is refused."""
 
-LOG_COLUMNS = ("repair_id", "schema_name", "table_name", "rule", "policy", "policy_index",
-               "action", "pk", "before", "after", "archive_schema", "archive_table", "note",
-               "detail")
+LOG_COLUMNS = ("repair_id", "batch", "schema_name", "table_name", "rule", "policy",
+               "policy_index", "action", "rows", "image_table", "columns", "pk", "cursor",
+               "archive_schema", "archive_table", "note", "detail")
+
+BATCH_SETTINGS = ("SELECT set_config('extra_float_digits', '3', true), "
+                  "set_config('jit', 'off', true), set_config('work_mem', CASE WHEN "
+                  "pg_size_bytes(current_setting('work_mem')) < pg_size_bytes('64MB') THEN '64MB' "
+                  "ELSE current_setting('work_mem') END, true)")
+"""Every repair and restore transaction: the keyset cursor and the logged keys are
+jsonb, whose float output follows ``extra_float_digits``, and 3 makes them exact;
+no JIT, whose compilation of these one-off statements costs more than it saves;
+and ``work_mem`` of at least 64MB, room for a batch's changed rows with their
+images, which a CTE read twice keeps (in the default 4MB, 10,000 updated rows
+spill to a temporary file)."""
 
 
-def lit(value: Any) -> str:
-    """A Python value as a SQL literal, rendered by SQLAlchemy (never pasted)."""
+def lit(value: str | int | bool | None) -> str:
+    """A SQL literal for our own names and labels (rule ids, table names, actions).
+
+    Policy values never come here: they are bound parameters. No ``%`` is
+    doubled: literal SQL goes to the server verbatim (see ``pg.raw``).
+    """
     if value is None:
         return "NULL"
-    return str(literal(value).compile(dialect=_DIALECT, compile_kwargs={"literal_binds": True}))
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(int(value))
+    if "\x00" in value:
+        raise ConfigurationError(f"{value!r}: PostgreSQL text cannot hold a NUL character")
+    return "'" + value.replace("'", "''") + "'"
 
 
 CHANGES_SQL = "(" + ", ".join(lit(a) for a in CHANGE_ACTIONS) + ")"
 """``CHANGE_ACTIONS`` as a SQL list, for ``action IN ...``."""
+
+
+# --------------------------------------------------------------------------- tables
+
+
+@dataclass(frozen=True)
+class TableInfo:
+    """What repairing and restoring a table's rows needs: its real schema, key and columns.
+
+    ``only`` marks a table of an inheritance tree repaired on its own (``FROM
+    ONLY``): a child may add columns and has a key of its own, so each member is
+    its own unit. A partitioned table is one unit: its key is unique over its
+    partitions and they share its columns.
+    """
+
+    oid: int
+    schema: str
+    name: str
+    pk: tuple[str, ...]
+    pk_constraint: str | None
+    columns: tuple[ColumnInfo, ...]
+    only: bool = False
+    partitioned: bool = False
+
+    @property
+    def sql(self) -> str:
+        return f"{quote(self.schema)}.{quote(self.name)}"
+
+    @property
+    def scan(self) -> str:
+        """The table as FROM / UPDATE / DELETE name it: ``ONLY`` for an inheritance member."""
+        return f"ONLY {self.sql}" if self.only else self.sql
+
+    @property
+    def label(self) -> str:
+        return f"{self.schema}.{self.name}"
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(c.name for c in self.columns)
+
+    def column(self, name: str) -> ColumnInfo | None:
+        return next((c for c in self.columns if c.name == name), None)
+
+    def pk_json(self, alias: str) -> str:
+        """The primary key of ``alias`` as ``jsonb``: how the log names a row for people.
+
+        A table without a primary key gets its ``ctid``: good for showing a row,
+        useless for logging one, so repair never writes to such a table.
+        """
+        if not self.pk:
+            return f"jsonb_build_object('ctid', {alias}.ctid::text)"
+        pairs = ", ".join(f"{lit(c)}, {alias}.{quote(c)}" for c in self.pk)
+        return f"jsonb_build_object({pairs})"
+
+    def pk_list(self, alias: str) -> str:
+        return ", ".join(f"{alias}.{quote(c)}" for c in self.pk)
+
+    def pk_match(self, left: str, right: str) -> str:
+        return " AND ".join(f"{left}.{quote(c)} = {right}.{quote(c)}" for c in self.pk)
+
+    @property
+    def insertable(self) -> tuple[str, ...]:
+        """Columns a restore writes: all but generated ones (PostgreSQL computes those)."""
+        return tuple(c.name for c in self.columns if not c.generated)
+
+    @property
+    def updatable(self) -> tuple[str, ...]:
+        """Columns an UPDATE may set: not generated, not GENERATED ALWAYS identity."""
+        return tuple(c.name for c in self.columns if not c.generated and not c.identity_always)
+
+    @property
+    def overriding(self) -> str:
+        return " OVERRIDING SYSTEM VALUE" if any(c.identity_always for c in self.columns) \
+            else ""
+
+    @property
+    def signature(self) -> str:
+        """A short hash of the table's name and column types: one image table per shape."""
+        shape = "|".join([self.schema, self.name, *(f"{c.name}:{c.type_sql}"
+                                                    for c in self.columns)])
+        return hashlib.sha1(shape.encode("utf-8")).hexdigest()[:8]
+
+
+def format_key(pk: Any) -> str:
+    """A logged primary key for people: the value alone for one column, else the JSON."""
+    if isinstance(pk, dict) and len(pk) == 1:
+        return str(next(iter(pk.values())))
+    return json.dumps(pk, default=str)
+
+
+def load_table(conn: Connection, oid: int, *, only: bool = False) -> TableInfo:
+    row = conn.execute(text(
+        "SELECT n.nspname, c.relname, (SELECT conname FROM pg_constraint "
+        "  WHERE conrelid = c.oid AND contype = 'p'), c.relkind = 'p' "
+        "FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = :oid"
+    ), {"oid": oid}).one()
+    return TableInfo(oid, row[0], row[1], tuple(catalog.primary_key(conn, oid)), row[2],
+                     tuple(catalog.table_columns(conn, oid)), only=only,
+                     partitioned=bool(row[3]))
+
+
+def find_table(conn: Connection, table: TableName) -> TableInfo | None:
+    oid = catalog.table_oid(conn, table)
+    return load_table(conn, oid) if oid is not None else None
 
 
 # --------------------------------------------------------------------------- the log tables
@@ -82,7 +215,7 @@ CHANGES_SQL = "(" + ", ".join(lit(a) for a in CHANGE_ACTIONS) + ")"
 
 @dataclass(frozen=True)
 class LogTables:
-    """The log table and its runs table, from ``schema.table`` (schema defaults to ours)."""
+    """The log table, its runs table and image tables, from ``schema.table``."""
 
     schema: str
     name: str
@@ -112,6 +245,10 @@ class LogTables:
         return f"{quote(self.schema)}.{quote(self.runs_name)}"
 
     @property
+    def batch_seq_sql(self) -> str:
+        return f"{quote(self.schema)}.{quote(truncated_name(self.name, '_batch_seq'))}"
+
+    @property
     def label(self) -> str:
         return f"{self.schema}.{self.name}"
 
@@ -120,17 +257,25 @@ class LogTables:
         """SQL for the advisory lock that serialises repairs and restores on this log."""
         return f"hashtextextended({lit('alembic_integrity repair ' + self.label)}, 0)"
 
-    def create_sql(self) -> list[str]:
-        """Idempotent DDL of the two tables.
+    def image_name(self, table: TableInfo, suffix: str = "") -> str:
+        """The image table of ``table`` in its current shape, at most 63 bytes (or the
+        name of one of its indexes, with ``suffix``)."""
+        return truncated_name(f"{self.name}_img_{table.schema}_{table.name}",
+                              f"_{table.signature}{suffix}")
 
-        Every batch writes the log, so it carries one index: the primary key
-        ``(repair_id, log_id)``, what the summary and restore select by
-        (inserts land at its right edge). The hash index on ``pk`` that the
-        guard's look-ups need is created by :meth:`index_sql` only when a
-        repair first looks rows up in the log. ``log_id`` alone is unique by
-        construction (GENERATED ALWAYS). No foreign key to the runs table: its
-        check per logged row would cost about a tenth of a repair.
+    def image_sql(self, name: str) -> str:
+        return f"{quote(self.schema)}.{quote(name)}"
+
+    def create_sql(self) -> list[str]:
+        """Idempotent DDL of the runs and log tables and the batch sequence.
+
+        The log holds one row per batch (and per row left for a person), so it
+        stays small; its primary key ``(repair_id, log_id)`` is what the summary
+        and restore select by. A log from an older version gains the new columns.
         """
+        added = ", ".join(f"ADD COLUMN IF NOT EXISTS {c}" for c in (
+            "batch bigint", "rows bigint NOT NULL DEFAULT 1", "image_table text",
+            "columns text[]", "cursor jsonb"))
         return [
             f"CREATE SCHEMA IF NOT EXISTS {quote(self.schema)}",
             f"""CREATE TABLE IF NOT EXISTS {self.runs_sql} (
@@ -147,6 +292,7 @@ class LogTables:
             f"""CREATE TABLE IF NOT EXISTS {self.log_sql} (
                 log_id bigint GENERATED ALWAYS AS IDENTITY,
                 repair_id bigint NOT NULL,
+                batch bigint,
                 logged_at timestamptz NOT NULL DEFAULT clock_timestamp(),
                 schema_name text NOT NULL,
                 table_name text NOT NULL,
@@ -154,24 +300,53 @@ class LogTables:
                 policy text NOT NULL,
                 policy_index integer NOT NULL,
                 action text NOT NULL,
-                pk jsonb NOT NULL,
-                before jsonb,
-                after jsonb,
+                rows bigint NOT NULL DEFAULT 1,
+                image_table text,
+                columns text[],
+                pk jsonb,
+                cursor jsonb,
                 archive_schema text,
                 archive_table text,
                 note text,
                 detail text,
                 restored_at timestamptz,
                 PRIMARY KEY (repair_id, log_id))""",
+            f"ALTER TABLE {self.log_sql} {added}",
+            f"ALTER TABLE {self.log_sql} ALTER COLUMN pk DROP NOT NULL",
+            f"CREATE SEQUENCE IF NOT EXISTS {self.batch_seq_sql}",
         ]
 
-    def index_sql(self) -> str:
-        """The hash index on ``pk`` for the guard's equality look-ups (idempotent).
+    def image_ddl(self, table: TableInfo, new_columns: Sequence[str] = ()) -> list[str]:
+        """Create the image table of ``table`` like it (types, not constraints), idempotently.
 
-        Not part of :meth:`create_sql`: maintaining it costs a repair that never
-        looks a row up in its log (no resume, no refusal, every change fixed its
-        row) about a tenth of its time, so it is built the first time a repair
-        needs it, and kept from then on.
+        ``new_columns``: columns an update changes, whose new values get a
+        ``_ai_new_`` column. One BRIN index on ``_ai_batch`` (batches append in
+        order, so it costs the inserts next to nothing) for restore, which reads
+        the images batch by batch.
+        """
+        clash = [c.name for c in table.columns if c.name in IMAGE_META
+                 or c.name.startswith("_ai_new_")]
+        if clash:
+            raise ConfigurationError(f"table {table.label}: column {clash[0]} has a name the "
+                                     "repair log's image tables reserve; rename it to repair")
+        image = self.image_sql(self.image_name(table))
+        columns = ", ".join(f"{quote(c.name)} {c.type_sql}" for c in table.columns)
+        ddl = [f"CREATE TABLE IF NOT EXISTS {image} (_ai_repair_id bigint NOT NULL, "
+               "_ai_batch bigint NOT NULL, _ai_action text NOT NULL, "
+               f"_ai_restored_at timestamptz, {columns})",
+               f"CREATE INDEX IF NOT EXISTS {quote(self.image_name(table, '_batch'))} "
+               f"ON {image} USING brin (_ai_batch) WITH (pages_per_range = 16)"]
+        for name in new_columns:
+            column = table.column(name)
+            if column is not None:
+                ddl.append(f"ALTER TABLE {image} ADD COLUMN IF NOT EXISTS "
+                           f"{quote(new_column(name))} {column.type_sql}")
+        return ddl
+
+    def index_sql(self) -> str:
+        """The hash index on ``pk`` for the look-ups of rows already noted (idempotent).
+
+        Built only when a repair notes rows (refusals): most never do.
         """
         by_key = quote(truncated_name(self.name, "_pk_hash"))
         return f"CREATE INDEX IF NOT EXISTS {by_key} ON {self.log_sql} USING hash (pk)"
@@ -185,12 +360,17 @@ class LogTables:
         ).scalar()
         return bool(both)
 
-    def guard(self, repair_id: int, table: TableInfo, rule: str, pk_json: str) -> str:
-        """True for a row this repair has not logged yet for ``rule``: resume and no-loop guard."""
+    def not_noted(self, repair_id: int, table: TableInfo, rule: str, pk_json: str) -> str:
+        """True for a row this repair has not left for a person yet under ``rule``."""
         return (f"NOT EXISTS (SELECT 1 FROM {self.log_sql} ai_l WHERE ai_l.repair_id = "
                 f"{int(repair_id)} AND ai_l.schema_name = {lit(table.schema)} AND "
                 f"ai_l.table_name = {lit(table.name)} AND ai_l.pk = {pk_json} "
                 f"AND ai_l.rule = {lit(rule)})")
+
+
+def new_column(name: str) -> str:
+    """The image column holding the value an update gave ``name``."""
+    return truncated_name("_ai_new_" + name)
 
 
 @dataclass(frozen=True)
@@ -210,7 +390,9 @@ def load_repair(conn: Connection, tables: LogTables, repair_id: int) -> RepairRe
             "--apply here (or pass the --log-table it used)"
         )
     row = raw.execute(conn,
-        f"SELECT repair_id, status, rules, started_at, finished_at FROM {tables.runs_sql} "
+        # Times as ISO text from jsonb: the client's parser knows only DateStyle ISO.
+        "SELECT repair_id, status, rules, to_jsonb(started_at) #>> '{}', "
+        f"to_jsonb(finished_at) #>> '{{}}' FROM {tables.runs_sql} "
         f"WHERE repair_id = {int(repair_id)}"
     ).one_or_none()
     if row is None:
@@ -221,89 +403,6 @@ def load_repair(conn: Connection, tables: LogTables, repair_id: int) -> RepairRe
         raise CatalogError(f"repair {repair_id} not found in {tables.label} "
                            f"(most recent repair ids: {known})")
     return RepairRecord(int(row[0]), row[1], list(row[2]), row[3], row[4])
-
-
-# --------------------------------------------------------------------------- tables
-
-
-@dataclass(frozen=True)
-class TableInfo:
-    """What logging and restoring a table's rows needs: its real schema, key and columns."""
-
-    oid: int
-    schema: str
-    name: str
-    pk: tuple[str, ...]
-    pk_constraint: str | None
-    columns: tuple[str, ...]
-    generated: frozenset[str]
-    identity_always: frozenset[str]
-
-    @property
-    def sql(self) -> str:
-        return f"{quote(self.schema)}.{quote(self.name)}"
-
-    @property
-    def label(self) -> str:
-        return f"{self.schema}.{self.name}"
-
-    def pk_json(self, alias: str) -> str:
-        """The primary key of ``alias`` as ``jsonb``: how the log names a row.
-
-        A table without a primary key gets its ``ctid``: good for showing a row,
-        useless for logging one, so repair never writes to such a table.
-        """
-        if not self.pk:
-            return f"jsonb_build_object('ctid', {alias}.ctid::text)"
-        pairs = ", ".join(f"{lit(c)}, {alias}.{quote(c)}" for c in self.pk)
-        return f"jsonb_build_object({pairs})"
-
-    def pk_match(self, left: str, right: str) -> str:
-        return " AND ".join(f"{left}.{quote(c)} = {right}.{quote(c)}" for c in self.pk)
-
-    @property
-    def insertable(self) -> tuple[str, ...]:
-        """Columns a restore writes: all but generated ones (PostgreSQL computes those)."""
-        return tuple(c for c in self.columns if c not in self.generated)
-
-    @property
-    def updatable(self) -> tuple[str, ...]:
-        """Columns an UPDATE may set: not generated, not GENERATED ALWAYS identity."""
-        return tuple(c for c in self.insertable if c not in self.identity_always)
-
-    @property
-    def overriding(self) -> str:
-        return " OVERRIDING SYSTEM VALUE" if self.identity_always else ""
-
-
-def format_key(pk: Any) -> str:
-    """A logged primary key for people: the value alone for one column, else the JSON."""
-    if isinstance(pk, dict) and len(pk) == 1:
-        return str(next(iter(pk.values())))
-    return json.dumps(pk, default=str)
-
-
-def load_table(conn: Connection, oid: int) -> TableInfo:
-    row = conn.execute(text(
-        "SELECT n.nspname, c.relname, (SELECT conname FROM pg_constraint "
-        "  WHERE conrelid = c.oid AND contype = 'p') "
-        "FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = :oid"
-    ), {"oid": oid}).one()
-    columns = conn.execute(text(
-        "SELECT attname, attgenerated <> '', attidentity = 'a' FROM pg_attribute "
-        "WHERE attrelid = :oid AND attnum > 0 AND NOT attisdropped ORDER BY attnum"
-    ), {"oid": oid}).all()
-    return TableInfo(
-        oid, row[0], row[1], tuple(catalog.primary_key(conn, oid)), row[2],
-        tuple(c[0] for c in columns),
-        frozenset(c[0] for c in columns if c[1]),
-        frozenset(c[0] for c in columns if c[2]),
-    )
-
-
-def find_table(conn: Connection, table: TableName) -> TableInfo | None:
-    oid = catalog.table_oid(conn, table)
-    return load_table(conn, oid) if oid is not None else None
 
 
 # --------------------------------------------------------------------------- transactions
@@ -347,23 +446,26 @@ def transaction(conn: Connection, *, read_only: bool = False) -> Iterator[Connec
 
 
 def run_short(conn: Connection, sql: str | list[str], settings: Settings,
-              doing: str, locks: Sequence[LockNeed] = ()) -> list[tuple[Any, ...]]:
+              doing: str, locks: Sequence[LockNeed] = (),
+              params: Mapping[str, Any] | None = None) -> list[tuple[Any, ...]]:
     """Run ``sql`` in its own transaction under ``lock_timeout``, retrying lock waits.
 
     Each batch is such a transaction, so row locks last one batch, and a crash
     between batches leaves every committed batch complete with its log rows.
     ``locks``: the tables the batch writes and how, looked at in ``pg_locks``
     before each attempt (``pg.locks``); without them only the short, escalating
-    ``lock_timeout`` and the retries apply.
+    ``lock_timeout`` and the retries apply. ``params`` are the bound values the
+    statements name (``pg.raw.param``).
     """
     statements = [sql] if isinstance(sql, str) else sql
 
     def once(lock_timeout_ms: int) -> list[tuple[Any, ...]]:
         with transaction(conn):
             raw.execute(conn, f"SET LOCAL lock_timeout = '{lock_timeout_ms}ms'")
+            raw.execute(conn, BATCH_SETTINGS)
             result = None
             for statement in statements:
-                result = raw.execute(conn, statement)
+                result = raw.execute(conn, statement, params)
             return [tuple(r) for r in result] if result is not None and \
                 result.returns_rows else []
 

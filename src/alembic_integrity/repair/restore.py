@@ -1,40 +1,47 @@
 """Undo a repair from its log: every row back as it was, unless it changed again since.
 
-Rows are put back in reverse log order, so that what a repair did last is
-undone first (a cascade's parent row is back before its children). The log
-is cut into segments of one table, action, rule and policy; each segment is
-restored by set-based statements over at most ``batch_size`` log rows, each in
-a short transaction that also stamps ``restored_at`` on the log rows it put
-back. A restore that stops half-way is therefore consistent and can be run
-again: it only looks at log rows not yet restored.
+The repair's batches are undone newest first, one short transaction per
+batch and table (a cascade's parent rows are back before their children).
+Each transaction copies the values back from the image table, as typed
+values (never through text: no session setting changes what comes back),
+and stamps ``_ai_restored_at`` on the images it put back; a batch whose
+images are all back is stamped ``restored_at`` in the log. A restore that stops
+half-way is consistent and can be run again: it only looks at what is not
+restored yet.
 
-* deleted, cascaded and quarantined rows are inserted again from their
-  before-image (``jsonb_populate_record``) with their original primary key
-  (``OVERRIDING SYSTEM VALUE``; generated columns are left to PostgreSQL), and
-  quarantined copies are removed from the archive;
-* updated rows get every column back from the before-image.
+* deleted, cascaded and quarantined rows are inserted again with their
+  original primary key (``OVERRIDING SYSTEM VALUE``; generated columns are left
+  to PostgreSQL), and quarantined copies are removed from the archive;
+* updated rows get the columns the repair changed back.
 
-A CONFLICT is a row changed again since the repair: an updated row whose
-current image differs from the logged after-image (or that was deleted), or
-a deleted row whose primary key exists again. Conflicts are reported and left
-alone, unless ``force``: then the before-image overwrites the current row.
+Columns are matched by name: a column dropped since the repair cannot be put
+back, and a column added since gets its default in a re-inserted row; the
+result says both. A CONFLICT is a row changed again since the repair: an
+updated row whose changed columns no longer hold, byte for byte, what the
+repair wrote (``record_image_eq``), or that was deleted since; a deleted row
+whose primary key exists again. Conflicts are reported and left alone, unless
+``force``: then the logged values overwrite the current row (an updated row
+deleted since cannot come back: only its changed columns were logged).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from sqlalchemy import Connection, Engine
 
 from ..errors import CatalogError
-from ..pg import raw
+from ..pg import catalog, raw
+from ..pg.catalog import ColumnInfo
 from ..pg.identifiers import TableName, quote
 from ..settings import Settings
 from .log import (
     CHANGES_SQL,
     DEFAULT_LOG_TABLE,
+    IMAGE_META,
     SAMPLE,
     LogTables,
     TableInfo,
@@ -44,6 +51,7 @@ from .log import (
     format_key,
     lit,
     load_repair,
+    new_column,
     run_short,
 )
 
@@ -65,6 +73,19 @@ class RestoreGroup:
                 "samples": self.samples}
 
 
+@dataclass(frozen=True)
+class RestoreProgress:
+    """After every restored batch: rows put back so far, of how many, and the rate."""
+
+    table: str
+    done: int
+    total: int
+    rate: float
+
+
+Progress = Callable[[RestoreProgress], None]
+
+
 @dataclass
 class RestoreResult:
     repair_id: int
@@ -72,6 +93,12 @@ class RestoreResult:
     forced: bool
     status: str = "done"
     groups: list[RestoreGroup] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    """What could not be restored as logged (columns dropped or added since)."""
+
+    def note(self, text: str) -> None:
+        if text not in self.notes:
+            self.notes.append(text)
 
     @property
     def restored(self) -> int:
@@ -96,7 +123,7 @@ class RestoreResult:
     def to_dict(self) -> dict[str, Any]:
         return {"repair_id": self.repair_id, "log_table": self.log_table, "forced": self.forced,
                 "status": self.status, "restored": self.restored, "conflicts": self.conflicts,
-                "groups": [g.to_dict() for g in self.groups]}
+                "groups": [g.to_dict() for g in self.groups], "notes": self.notes}
 
     def to_text(self) -> str:
         lines = [f"{g.table}: {g.action}: {g.restored} restored"
@@ -105,6 +132,7 @@ class RestoreResult:
                  + (f", {g.conflicts} CONFLICT(S) left as they are: {', '.join(g.samples)}"
                     + (", ..." if g.conflicts > len(g.samples) else "") if g.conflicts else "")
                  for g in self.groups]
+        lines += [f"note: {n}" for n in self.notes]
         if self.conflicts:
             lines.append(f"repair {self.repair_id}: {self.restored} row(s) restored; "
                          f"{self.conflicts} changed again since the repair and were not "
@@ -119,32 +147,44 @@ class RestoreResult:
 
 
 @dataclass(frozen=True)
-class Segment:
-    """Consecutive log rows of one table, action, rule and policy: restored together."""
+class Step:
+    """One batch of the repair on one table and action: restored in one transaction."""
 
+    repair_id: int
+    log_id: int
+    batch: int
     schema: str
     table: str
     action: str
-    rule: str
-    policy_index: int
+    image: str
+    columns: tuple[str, ...] | None
     archive: TableName | None
-    first: int
-    last: int
+    rows: int
 
-    def filters(self, repair_id: int, low: int, high: int) -> str:
-        return (f"l.repair_id = {int(repair_id)} AND l.log_id BETWEEN {int(low)} AND {int(high)} "
-                f"AND l.restored_at IS NULL AND l.action = {lit(self.action)} "
-                f"AND l.schema_name = {lit(self.schema)} AND l.table_name = {lit(self.table)} "
-                f"AND l.rule = {lit(self.rule)} AND l.policy_index = {int(self.policy_index)}")
+
+@dataclass(frozen=True)
+class Shapes:
+    """The table now and its image table: the columns they share by name."""
+
+    table: TableInfo
+    image: str
+    image_columns: dict[str, ColumnInfo]
+
+    def shared(self, names: Sequence[str]) -> list[str]:
+        return [n for n in names if n in self.image_columns]
 
 
 def restore(engine: Engine | Connection, repair_id: int, *, force: bool = False,
             log_table: str = DEFAULT_LOG_TABLE, batch_size: int = 10_000,
-            settings: Settings | None = None) -> RestoreResult:
+            settings: Settings | None = None, progress: Progress | None = None
+            ) -> RestoreResult:
     """Put back every row repair ``repair_id`` changed; see the module docstring.
 
+    Each transaction restores one batch of the repair, so ``batch_size`` (kept
+    for compatibility) has no effect: the repair's own batch size bounds them.
     Raises :class:`CatalogError` (exit 2) for an unknown repair id or log table.
     """
+    del batch_size
     log = LogTables.parse(log_table)
     settings = settings or Settings()
     result = RestoreResult(int(repair_id), log.label, force)
@@ -152,156 +192,200 @@ def restore(engine: Engine | Connection, repair_id: int, *, force: bool = False,
         record = load_repair(conn, log, int(repair_id))
         result.status = record.status
         with exclusive(conn, log, f"restore {repair_id}"):
-            # Right after a repair the log has grown faster than autovacuum
-            # analyses it; with its "never analyzed" estimate of a few rows the
-            # planner joins each chunk quadratically.
-            run_short(conn, f"ANALYZE {log.log_sql} (repair_id, log_id, action, schema_name, "
-                            "table_name, rule, policy_index, restored_at)", settings,
+            # Right after a repair the log has grown faster than autovacuum analyses it.
+            run_short(conn, f"ANALYZE {log.log_sql}", settings,
                       f"restore {repair_id}: analysing the log")
-            for segment in _segments(conn, log, result.repair_id):
-                _restore_segment(conn, log, segment, result, batch_size, settings)
+            steps = _steps(conn, log, result.repair_id)
+            total, done, began = sum(s.rows for s in steps), 0, time.monotonic()
+            shapes: dict[tuple[str, str, str], Shapes] = {}
+            for step in steps:
+                key = (step.schema, step.table, step.image)
+                if key not in shapes:
+                    shapes[key] = _shapes(conn, log, step, result)
+                done += _restore_step(conn, log, step, shapes[key], result, settings)
+                if progress is not None:
+                    progress(RestoreProgress(f"{step.schema}.{step.table}", done, total,
+                                             done / max(time.monotonic() - began, 1e-6)))
             result.status = _finish(conn, log, result.repair_id, settings)
     return result
 
 
-def _segments(conn: Connection, log: LogTables, repair_id: int) -> list[Segment]:
-    """Islands of consecutive log rows with the same key, newest first."""
-    key = "schema_name, table_name, action, rule, policy_index"
+def _steps(conn: Connection, log: LogTables, repair_id: int) -> list[Step]:
+    """The repair's batches not restored yet, newest first, parents before cascades."""
     rows = raw.execute(conn,
-        f"SELECT {key}, archive_schema, archive_table, min(log_id), max(log_id) FROM ("
-        f"SELECT *, row_number() OVER (ORDER BY log_id) - row_number() OVER (PARTITION BY {key} "
-        f"ORDER BY log_id) AS island FROM {log.log_sql} WHERE repair_id = {int(repair_id)} "
-        f"AND action IN {CHANGES_SQL} AND restored_at IS NULL) s "
-        f"GROUP BY {key}, archive_schema, archive_table, island ORDER BY max(log_id) DESC"
+        "SELECT log_id, batch, schema_name, table_name, action, image_table, columns, "
+        f"archive_schema, archive_table, rows FROM {log.log_sql} WHERE repair_id = "
+        f"{int(repair_id)} AND action IN {CHANGES_SQL} AND restored_at IS NULL AND rows > 0 "
+        "ORDER BY batch DESC NULLS LAST, action = 'cascade', log_id DESC"
     ).all()
-    return [Segment(r[0], r[1], r[2], r[3], int(r[4]),
-                    TableName(r[6], r[5]) if r[6] else None, int(r[7]), int(r[8]))
-            for r in rows]
+    if any(r[5] is None for r in rows):
+        raise CatalogError(f"restore {repair_id}: this repair was logged by an older version of "
+                           "alembic-integrity (JSON images); restore it with that version")
+    return [Step(int(repair_id), int(r[0]), int(r[1]), r[2], r[3], r[4], r[5],
+                 tuple(r[6]) if r[6] is not None else None,
+                 TableName(r[8], r[7]) if r[8] else None, int(r[9])) for r in rows]
 
 
-def _restore_segment(conn: Connection, log: LogTables, segment: Segment, result: RestoreResult,
-                     batch_size: int, settings: Settings) -> None:
-    table = find_table(conn, TableName(segment.table, segment.schema))
-    if table is None or not table.pk:
-        what = "does not exist any more" if table is None else "has no primary key any more"
-        raise CatalogError(f"restore {result.repair_id}: table {segment.schema}.{segment.table} "
+def _shapes(conn: Connection, log: LogTables, step: Step, result: RestoreResult) -> Shapes:
+    """The table as it is now, matched by column name with its image table."""
+    found = find_table(conn, TableName(step.table, step.schema))
+    if found is None or not found.pk:
+        what = "does not exist any more" if found is None else "has no primary key any more"
+        raise CatalogError(f"restore {result.repair_id}: table {step.schema}.{step.table} "
                            f"{what}; its logged rows cannot be put back")
-    archive = segment.archive if segment.archive and find_table(conn, segment.archive) else None
-    group = result.group(table.label, segment.action)
-    high = segment.last
-    while high >= segment.first:
-        low = raw.execute(conn,
-            f"SELECT min(log_id) FROM (SELECT l.log_id FROM {log.log_sql} l WHERE "
-            f"{segment.filters(result.repair_id, segment.first, high)} "
-            f"ORDER BY l.log_id DESC LIMIT {int(batch_size)}) s"
-        ).scalar()
-        if low is None:
-            return
-        todo = f"SELECT l.* FROM {log.log_sql} l WHERE " \
-               f"{segment.filters(result.repair_id, int(low), high)}"
-        bounds = (f"ml.repair_id = {result.repair_id} AND "
-                  f"ml.log_id BETWEEN {int(low)} AND {int(high)}")
-        sql = (_update_back(table, log, todo, bounds, result.forced)
-               if segment.action == "update"
-               else _insert_back(table, log, todo, bounds, result.forced, archive))
-        rows = run_short(conn, ["SET LOCAL jit = off", sql], settings,
-                         f"restore {result.repair_id}: putting back {segment.action}d rows of "
-                         f"{table.label}")
-        restored, conflicts, overwritten, keys = rows[0]
-        group.restored += int(restored)
-        group.conflicts += int(conflicts)
-        group.overwritten += int(overwritten)
-        group.samples.extend(format_key(k) for k in (keys or [])[: SAMPLE - len(group.samples)])
-        high = int(low) - 1
+    image_oid = catalog.table_oid(conn, TableName(step.image, log.schema))
+    if image_oid is None:
+        raise CatalogError(f"restore {result.repair_id}: the image table {log.schema}."
+                           f"{step.image} of {found.label} does not exist any more; its rows "
+                           "cannot be put back")
+    table = replace(found, only=not found.partitioned)
+    columns = {c.name: c for c in catalog.table_columns(conn, image_oid)
+               if c.name not in IMAGE_META and not c.name.startswith("_ai_new_")}
+    return Shapes(table, step.image, columns)
 
 
-def _current(table: TableInfo, pk: str) -> str:
-    """The row that has the logged primary key now, as jsonb (NULL when there is none)."""
-    return (f"(SELECT to_jsonb(t) FROM jsonb_populate_record(NULL::{table.sql}, {pk}) ai_k "
-            f"JOIN {table.sql} t ON {table.pk_match('t', 'ai_k')})")
+def _restore_step(conn: Connection, log: LogTables, step: Step, shapes: Shapes,
+                  result: RestoreResult, settings: Settings) -> int:
+    table = shapes.table
+    group = result.group(table.label, step.action)
+    if step.action == "update":
+        sql = _update_back(log, step, shapes, result)
+    else:
+        archive = step.archive if step.archive and find_table(conn, step.archive) else None
+        sql = _insert_back(log, step, shapes, result, archive)
+    rows = run_short(conn, ["SET LOCAL jit = off", sql], settings,
+                     f"restore {result.repair_id}: putting back {step.action}d rows of "
+                     f"{table.label}")
+    restored, conflicts, overwritten, keys, missing = rows[0]
+    if int(missing):
+        result.note(f"{table.label}: {int(missing)} updated row(s) were deleted since the "
+                    "repair; only their key and changed columns were logged, so they cannot "
+                    "be put back (--force cannot either)")
+    group.restored += int(restored)
+    group.conflicts += int(conflicts)
+    group.overwritten += int(overwritten)
+    group.samples.extend(format_key(k) for k in (keys or [])[: SAMPLE - len(group.samples)])
+    return int(restored)
 
 
-def _columns(table: TableInfo, names: Sequence[str], prefix: str = "") -> str:
-    return ", ".join(prefix + quote(c) for c in names)
+def _pk_exists(table: TableInfo, alias: str) -> str:
+    return (f"EXISTS (SELECT 1 FROM {table.scan} ai_t WHERE "
+            f"{table.pk_match('ai_t', alias)})")
 
 
-def _insert_sql(table: TableInfo, source: str, on_conflict: str = "") -> str:
-    """Insert the before-images of ``source`` rows with their original keys."""
-    return (f"INSERT INTO {table.sql} ({_columns(table, table.insertable)}){table.overriding} "
-            f"SELECT {_columns(table, table.insertable, 'r.')} FROM {source} j "
-            f"CROSS JOIN LATERAL jsonb_populate_record(NULL::{table.sql}, j.before) r"
-            f"{on_conflict}")
+def _insert_back(log: LogTables, step: Step, shapes: Shapes, result: RestoreResult,
+                 archive: TableName | None) -> str:
+    """Deleted, cascaded or quarantined rows: insert them again where the key is free."""
+    table, force = shapes.table, result.forced
+    columns = shapes.shared(table.insertable)
+    for name in table.insertable:
+        if name not in shapes.image_columns:
+            result.note(f"{table.label}.{name} did not exist at the repair: rows put back "
+                        "get its default")
+    for name in shapes.image_columns:
+        if table.column(name) is None:
+            result.note(f"{table.label}.{name} was dropped since the repair: its logged "
+                        "values could not be put back")
+    names = ", ".join(quote(c) for c in columns)
+    values = ", ".join(f"j.{quote(c)}" for c in columns)
+    upsert = _upsert(table, columns) if force else ""
+    ctes = [_todo(log, step, shapes, _pk_exists(table, "i")),
+            f"ai_back AS (SELECT * FROM ai_todo WHERE {'true' if force else 'NOT _ai_conflict'})",
+            f"ai_ins AS (INSERT INTO {table.sql} ({names}){table.overriding} "
+            f"SELECT {values} FROM ai_back j{upsert})"]
+    if archive is not None:
+        ctes.append(_unarchive(archive, shapes))
+    return "WITH " + ", ".join(ctes) + ", " + _tail(log, step, shapes, "ai_back")
 
 
-def _upsert(table: TableInfo) -> str:
-    """``--force`` on a deleted row whose key exists again: the before-image overwrites it."""
+def _todo(log: LogTables, step: Step, shapes: Shapes, conflict: str, join: str = "",
+          extra: str = "") -> str:
+    """The step's images not restored yet, each with ``_ai_conflict``."""
+    image = log.image_sql(shapes.image)
+    return (f"ai_todo AS (SELECT i.ctid AS _ai_itid, i.*{extra}, {conflict} AS _ai_conflict "
+            f"FROM {image} i{join} WHERE i._ai_repair_id = {int(step.repair_id)} "
+            f"AND i._ai_batch = {int(step.batch)} AND i._ai_action = {lit(step.action)} "
+            "AND i._ai_restored_at IS NULL)")
+
+
+def _unarchive(archive: TableName, shapes: Shapes) -> str:
+    """Remove the quarantined copies: archive rows equal, byte for byte, to an image."""
+    columns = [c for c in shapes.image_columns if c in shapes.table.names]
+    left = ", ".join(f"a.{quote(c)}" for c in columns)
+    right = ", ".join(f"j.{quote(c)}" for c in columns)
+    return (f"ai_unarchived AS (DELETE FROM {archive.sql} a USING ai_back j WHERE "
+            f"{shapes.table.pk_match('a', 'j')} AND record_image_eq(ROW({left}), ROW({right})))")
+
+
+def _upsert(table: TableInfo, columns: Sequence[str]) -> str:
+    """``--force`` on a deleted row whose key exists again: the logged row overwrites it."""
     target = f"ON CONSTRAINT {quote(table.pk_constraint)}" if table.pk_constraint \
-        else f"({_columns(table, table.pk)})"
-    sets = [c for c in table.updatable if c not in table.pk]
+        else f"({', '.join(quote(c) for c in table.pk)})"
+    sets = [c for c in columns if c in table.updatable and c not in table.pk]
     if not sets:
         return f" ON CONFLICT {target} DO NOTHING"
     return f" ON CONFLICT {target} DO UPDATE SET " + ", ".join(
         f"{quote(c)} = EXCLUDED.{quote(c)}" for c in sets)
 
 
-def _tail(log: LogTables, done: str, bounds: str) -> str:
-    """Stamp the restored log rows; report counts and the conflicting keys.
-
-    ``bounds`` (this repair, this chunk's log ids) keeps the stamping UPDATE on
-    a range of the log's primary key whatever the planner thinks of ``done``.
-    """
-    return (f"ai_marked AS (UPDATE {log.log_sql} ml SET restored_at = clock_timestamp() "
-            f"WHERE {bounds} AND ml.log_id IN (SELECT log_id FROM {done}) "
-            "RETURNING ml.log_id) "
+def _tail(log: LogTables, step: Step, shapes: Shapes, done: str, missing: str = "0") -> str:
+    """Stamp the restored images (and the step, once all are back); report counts and the
+    conflicting keys."""
+    image = log.image_sql(shapes.image)
+    pk = shapes.table.pk_json("ai_todo")
+    return (f"ai_marked AS (UPDATE {image} mi SET _ai_restored_at = clock_timestamp() "
+            f"WHERE mi.ctid = ANY(ARRAY(SELECT _ai_itid FROM {done})) "
+            f"AND mi._ai_batch = {int(step.batch)} RETURNING 1), "
+            f"ai_step AS (UPDATE {log.log_sql} ml SET restored_at = clock_timestamp() "
+            f"WHERE ml.repair_id = {int(step.repair_id)} AND ml.log_id = {int(step.log_id)} "
+            f"AND (SELECT count(*) FROM ai_todo) = (SELECT count(*) FROM {done}) RETURNING 1) "
             "SELECT (SELECT count(*) FROM ai_marked), "
-            f"count(*) FILTER (WHERE log_id NOT IN (SELECT log_id FROM {done})), "
-            f"count(*) FILTER (WHERE conflict AND log_id IN (SELECT log_id FROM {done})), "
-            f"(array_agg(pk ORDER BY log_id DESC) FILTER (WHERE log_id NOT IN "
-            f"(SELECT log_id FROM {done})))[1:{SAMPLE}] FROM ai_todo")
+            f"count(*) FILTER (WHERE _ai_itid NOT IN (SELECT _ai_itid FROM {done})), "
+            f"count(*) FILTER (WHERE _ai_conflict AND _ai_itid IN (SELECT _ai_itid FROM {done})), "
+            f"(array_agg({pk}) FILTER (WHERE _ai_itid NOT IN "
+            f"(SELECT _ai_itid FROM {done})))[1:{SAMPLE}], {missing} FROM ai_todo")
 
 
-def _insert_back(table: TableInfo, log: LogTables, todo: str, bounds: str, force: bool,
-                 archive: TableName | None) -> str:
-    """Deleted, cascaded or quarantined rows: insert them again where the key is free."""
-    ctes = [f"ai_todo AS (SELECT l.log_id, l.pk, l.before, {_current(table, 'l.pk')} IS NOT NULL "
-            f"AS conflict FROM ({todo}) l)",
-            f"ai_back AS (SELECT * FROM ai_todo WHERE {'true' if force else 'NOT conflict'})",
-            f"ai_ins AS ({_insert_sql(table, 'ai_back', _upsert(table) if force else '')})"]
-    if archive is not None:
-        ctes.append(f"ai_unarchived AS (DELETE FROM {archive.sql} a USING ai_back j WHERE "
-                    f"to_jsonb(a) = to_jsonb(jsonb_populate_record(NULL::{archive.sql}, "
-                    "j.before)))")
-    return "WITH " + ", ".join(ctes) + ", " + _tail(log, "ai_back", bounds)
+def _update_back(log: LogTables, step: Step, shapes: Shapes, result: RestoreResult) -> str:
+    """Updated rows: the changed columns back, where the row is as the repair left it.
 
-
-def _update_back(table: TableInfo, log: LogTables, todo: str, bounds: str,
-                 force: bool) -> str:
-    """Updated rows: every column from the before-image, where the row is as the repair left it.
-
-    Each logged key is looked up once (its row's ``ctid`` and current image);
-    the UPDATE then goes by ``ctid``, a TID scan. The after-image comparison
-    sits in the UPDATE's own WHERE, so it is checked again on the row version
-    the UPDATE locks: a change committed meanwhile makes the row a conflict
-    instead of being overwritten.
+    Each logged key is looked up once (its row's ``ctid``); the UPDATE then goes
+    by ``ctid`` and key. The comparison with what the repair wrote sits in the
+    UPDATE's own WHERE, so it is checked again on the row version the UPDATE
+    locks: a change committed meanwhile makes the row a conflict instead of
+    being overwritten.
     """
-    sets = ", ".join(f"{quote(c)} = r.{quote(c)}" for c in table.updatable)
-    unchanged = "true" if force else "to_jsonb(t) = j.after"
-    found = (f"LEFT JOIN LATERAL (SELECT t.ctid AS tid, to_jsonb(t) AS cur FROM "
-             f"jsonb_populate_record(NULL::{table.sql}, l.pk) ai_k JOIN {table.sql} t "
-             f"ON {table.pk_match('t', 'ai_k')}) c ON true")
-    ctes = [f"ai_todo AS (SELECT l.log_id, l.pk, l.before, l.after, c.tid, "
-            f"c.cur IS DISTINCT FROM l.after AS conflict FROM ({todo}) l {found})",
-            f"ai_upd AS (UPDATE {table.sql} AS t SET {sets} FROM ai_todo j "
-            f"CROSS JOIN LATERAL jsonb_populate_record(NULL::{table.sql}, j.before) r "
-            "WHERE t.ctid = j.tid AND t.ctid = ANY(ARRAY(SELECT tid FROM ai_todo "
-            f"WHERE tid IS NOT NULL)) AND {unchanged} RETURNING j.log_id)"]
-    done = "ai_upd"
-    if force:  # deleted since the repair: put the before-image back
-        ctes += ["ai_missing AS (SELECT * FROM ai_todo WHERE tid IS NULL)",
-                 f"ai_ins AS ({_insert_sql(table, 'ai_missing')})",
-                 "ai_done AS (SELECT log_id FROM ai_upd UNION ALL SELECT log_id FROM ai_missing)"]
-        done = "ai_done"
-    return "WITH " + ", ".join(ctes) + ", " + _tail(log, done, bounds)
+    table, force = shapes.table, result.forced
+    changed = step.columns or ()
+    back = [c for c in changed if c in table.updatable and c in shapes.image_columns]
+    for name in changed:
+        if name not in back:
+            result.note(f"{table.label}.{name} was dropped (or became generated) since the "
+                        "repair: the values the repair changed could not be put back")
+    now = ", ".join(f"{alias}.{quote(c)}" for alias in ("t",) for c in back)
+    wrote = ", ".join(f"CAST(j.{quote(new_column(c))} AS {_type(table, c)})" for c in back)
+    same = f"record_image_eq(ROW({now}), ROW({wrote}))" if back else "true"
+    found = (" LEFT JOIN LATERAL (SELECT ai_t.ctid AS tid, record_image_eq(ROW("
+             + ", ".join(f"ai_t.{quote(c)}" for c in back) + "), ROW("
+             + ", ".join(f"CAST(i.{quote(new_column(c))} AS {_type(table, c)})" for c in back)
+             + f")) AS same FROM {table.scan} ai_t WHERE {table.pk_match('ai_t', 'i')}) c ON true"
+             ) if back else (f" LEFT JOIN LATERAL (SELECT ai_t.ctid AS tid, true AS same FROM "
+                             f"{table.scan} ai_t WHERE {table.pk_match('ai_t', 'i')}) c ON true")
+    sets = ", ".join(f"{quote(c)} = j.{quote(c)}" for c in back) or \
+        ", ".join(f"{quote(c)} = t.{quote(c)}" for c in table.pk)
+    check = "true" if force else same
+    key_match = table.pk_match("t", "j")
+    ctes = [_todo(log, step, shapes, "(c.tid IS NULL OR NOT c.same)", found,
+                  ", c.tid AS _ai_tid"),
+            f"ai_upd AS (UPDATE {table.scan} AS t SET {sets} FROM ai_todo j "
+            f"WHERE t.ctid = j._ai_tid AND {key_match} AND {check} RETURNING j._ai_itid)"]
+    return "WITH " + ", ".join(ctes) + ", " + _tail(
+        log, step, shapes, "ai_upd", "count(*) FILTER (WHERE _ai_tid IS NULL)")
+
+
+def _type(table: TableInfo, name: str) -> str:
+    column = table.column(name)
+    return column.type_sql if column else "text"
 
 
 def _finish(conn: Connection, log: LogTables, repair_id: int, settings: Settings) -> str:
@@ -310,7 +394,7 @@ def _finish(conn: Connection, log: LogTables, repair_id: int, settings: Settings
         f"UPDATE {log.runs_sql} SET status = 'restored', restored_at = now() "
         f"WHERE repair_id = {int(repair_id)} AND status <> 'restored' AND NOT EXISTS ("
         f"SELECT 1 FROM {log.log_sql} WHERE repair_id = {int(repair_id)} "
-        f"AND action IN {CHANGES_SQL} AND restored_at IS NULL) RETURNING status",
+        f"AND action IN {CHANGES_SQL} AND restored_at IS NULL AND rows > 0) RETURNING status",
         settings, f"restore {repair_id}: updating the repair record")
     if rows:
         return str(rows[0][0])

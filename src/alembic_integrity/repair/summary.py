@@ -8,8 +8,17 @@ from typing import Any
 from sqlalchemy import Connection
 
 from ..pg import raw
+from ..pg.identifiers import quote
 from .batch import Batch
-from .log import CHANGE_ACTIONS, CHANGES_SQL, SAMPLE, format_key, lit, transaction
+from .log import (
+    BATCH_SETTINGS,
+    CHANGE_ACTIONS,
+    CHANGES_SQL,
+    SAMPLE,
+    format_key,
+    lit,
+    transaction,
+)
 from .plans import NO_PRIMARY_KEY, ManualPlan, PolicyPlan
 from .result import PolicyOutcome, RuleOutcome, key_samples
 from .tables import Target
@@ -29,9 +38,13 @@ def summarise(conn: Connection, target: Target, batch: Batch) -> RuleOutcome:
     counted_now = _may_leave_rows(plans, batch, logged)
     now: list[Any] = []
     if counted_now:
-        batch.index_log()  # the scan looks each violating row up in the log
-        batch.analyze()
+        batch.analyze()  # the scan looks each violating row up in the log and images
+        t = target.table
+        if t.pk:  # the key columns only: the images' other columns are never looked up
+            keys = ", ".join(quote(c) for c in ("_ai_repair_id", "_ai_batch", *t.pk))
+            raw.execute(conn, f"ANALYZE {batch.log.image_sql(batch.log.image_name(t))} ({keys})")
         with transaction(conn, read_only=True):
+            raw.execute(conn, BATCH_SETTINGS)
             now = query(conn, target, _still_sql(target, batch)).all()
     for index, action, note, count, keys, details in logged:
         if 0 <= index < len(plans):
@@ -48,11 +61,11 @@ def _read_log(conn: Connection, target: Target, batch: Batch) -> list[Any]:
     noted = f"FILTER (WHERE action NOT IN {CHANGES_SQL})"
     with transaction(conn, read_only=True):
         return list(raw.execute(conn,
-            "SELECT policy_index, action, note, count(*), "
+            "SELECT policy_index, action, note, sum(rows), "
             f"(array_agg(pk ORDER BY log_id) {noted})[1:{SAMPLE}], "
             f"(array_agg(detail ORDER BY log_id) {noted})[1:{SAMPLE}] FROM {batch.log.log_sql} "
             f"WHERE repair_id = {int(batch.repair_id)} AND rule = {lit(target.rule_id)} "
-            "GROUP BY 1, 2, 3 ORDER BY 1, 2, 3"
+            "GROUP BY 1, 2, 3 HAVING sum(rows) > 0 ORDER BY 1, 2, 3"
         ).all())
 
 
@@ -61,17 +74,19 @@ def _may_leave_rows(plans: Sequence[PolicyPlan], batch: Batch, logged: Sequence[
 
     It is not when every violating row had a writing policy (no Manual, the
     last policy has no ``where``), every change fixed its row, nothing was
-    refused and the run was not resumed: the batches then saw every row in
-    scope to the end of the table. Skipping that scan keeps a repair close to
-    the cost of the plain UPDATE/DELETE; ``remaining`` stays None (not counted).
-    Rows written meanwhile by others are then not reported; VALIDATE or the
-    audit will see them.
+    refused, every row a batch took was changed (none was changed meanwhile by
+    another session) and the run was not resumed: the batches then took every
+    row in scope, in key order, to the end of the table, and the counts are
+    proven. Skipping that scan keeps a repair close to the cost of the plain
+    UPDATE/DELETE; ``remaining`` stays None (not counted). Rows written
+    meanwhile by others behind the cursor are then not reported; VALIDATE or
+    the audit will see them.
     """
     takes_all = bool(plans) and plans[-1].policy.where is None
     all_write = all(p.writes for p in plans)
     noted = any(action not in CHANGE_ACTIONS for _, action, *_ in logged)
     return not (takes_all and all_write and not noted and not batch.still
-                and not batch.resumed)
+                and not batch.skipped and not batch.resumed)
 
 
 def _still_sql(target: Target, batch: Batch) -> str:
@@ -79,14 +94,19 @@ def _still_sql(target: Target, batch: Batch) -> str:
     t = target.table
     status = "NULL::text"
     if t.pk:
-        status = (f"(SELECT CASE WHEN count(*) = 0 THEN NULL WHEN bool_or(ai_l.action IN "
-                  f"{CHANGES_SQL}) THEN 'changed' ELSE 'noted' END FROM {batch.log.log_sql} ai_l "
-                  f"WHERE ai_l.repair_id = {int(batch.repair_id)} AND ai_l.schema_name = "
-                  f"{lit(t.schema)} AND ai_l.table_name = {lit(t.name)} AND ai_l.pk = "
-                  f"{t.pk_json('t')} AND ai_l.rule = {lit(target.rule_id)})")
+        log = batch.log
+        image = log.image_sql(log.image_name(t))
+        mine = (f"SELECT ai_s.batch FROM {log.log_sql} ai_s WHERE ai_s.repair_id = "
+                f"{int(batch.repair_id)} AND ai_s.rule = {lit(target.rule_id)} "
+                f"AND ai_s.action IN {CHANGES_SQL}")
+        status = (f"CASE WHEN EXISTS (SELECT 1 FROM {image} ai_i WHERE ai_i._ai_repair_id = "
+                  f"{int(batch.repair_id)} AND {t.pk_match('ai_i', 't')} AND ai_i._ai_batch IN "
+                  f"({mine})) THEN 'changed' WHEN NOT "
+                  f"{log.not_noted(batch.repair_id, t, target.rule_id, t.pk_json('t'))} "
+                  "THEN 'noted' END")
     return (f"SELECT _ai_idx, _ai_logged, count(*), (array_agg(_ai_pk ORDER BY _ai_pk))"
             f"[1:{SAMPLE}] FROM (SELECT {target.partition()} AS _ai_idx, {status} AS _ai_logged, "
-            f"{t.pk_json('t')} AS _ai_pk FROM {t.sql} AS t WHERE {target.violation}) s "
+            f"{t.pk_json('t')} AS _ai_pk FROM {t.scan} AS t WHERE {target.violation}) s "
             "GROUP BY 1, 2")
 
 

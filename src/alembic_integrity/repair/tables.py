@@ -7,7 +7,7 @@ SQL that splits its violating rows among its policies.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import Connection, text
@@ -59,6 +59,20 @@ class Tables:
         oid = catalog.table_oid(self.conn, name)
         return self.table(oid) if oid is not None else None
 
+    def units(self, table: TableInfo) -> list[TableInfo]:
+        """What a rule on ``table`` repairs, one unit at a time.
+
+        A table with inheritance children is repaired member by member (``ONLY``
+        each, with its own key and columns); anything else, a partitioned table
+        included, is one unit.
+        """
+        if table.partitioned:
+            return [table]
+        children = catalog.inheritance_children(self.conn, table.oid)
+        if not children:
+            return [table]
+        return [load_table(self.conn, oid, only=True) for oid in [table.oid, *children]]
+
     def referrers(self, table: TableInfo) -> list[Referrer]:
         """Every FK onto ``table``: catalog ones (NOT VALID and self-references included)
         and those the models declare but the database may not have yet."""
@@ -87,8 +101,8 @@ class Tables:
             if catalog.table_oid(self.conn, fk.referent) != table.oid:
                 continue
             child = self.find(fk.table)
-            if child is None or not set(fk.columns) <= set(child.columns) \
-                    or not set(fk.referent_columns) <= set(table.columns):
+            if child is None or not set(fk.columns) <= set(child.names) \
+                    or not set(fk.referent_columns) <= set(table.names):
                 continue  # the child table or column does not exist yet: nothing refers
             found.append(Referrer(fk.name, child, tuple(fk.columns), tuple(fk.referent_columns)))
         return found
@@ -101,6 +115,7 @@ class Target:
     rule: Rule
     table: TableInfo
     tables: Tables
+    _plans: list[PolicyPlan] | None = field(default=None, repr=False)
 
     @property
     def rule_id(self) -> str:
@@ -134,4 +149,15 @@ class Target:
         return f"CASE {whens} ELSE -1 END"
 
     def plans(self) -> list[PolicyPlan]:
-        return [plan_for(self, i, p) for i, p in enumerate(self.policies)]
+        """One plan per policy, built once: their bound values are fixed with them."""
+        if self._plans is None:
+            self._plans = [plan_for(self, i, p) for i, p in enumerate(self.policies)]
+        return self._plans
+
+    @property
+    def params(self) -> dict[str, Any]:
+        """Every bound value the plans' SQL names (policy values, reasons)."""
+        found: dict[str, Any] = {}
+        for plan in self.plans():
+            found.update(plan.params)
+        return found

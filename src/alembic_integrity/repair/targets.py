@@ -24,20 +24,20 @@ def select_targets(rules: Sequence[Rule], tables: Tables, names: Sequence[str] |
     seen: set[str] = set()
     for rule in rules:
         table = tables.find(rule.table)
-        target = Target(rule, table, tables) if table is not None else None
-        aliases = {rule.name, rule.label} | ({target.rule_id} if target else set())
+        units = [Target(rule, unit, tables) for unit in tables.units(table)] if table else []
+        aliases = {rule.name, rule.label} | {target.rule_id for target in units}
         if wanted and not wanted & aliases:
             continue
         seen |= aliases
-        if target is None:
+        if table is None:
             skipped.append(RuleOutcome(rule.label, rule.kind, str(rule.table),
                                        skipped=f"table {rule.table} does not exist"))
         elif isinstance(rule, ForeignKeyRule) and tables.find(rule.referent) is None:
-            skipped.append(RuleOutcome(target.rule_id, rule.kind, target.table.label,
-                                       skipped=f"referenced table {rule.referent} does not "
-                                               "exist"))
+            skipped += [RuleOutcome(target.rule_id, rule.kind, target.table.label,
+                                    skipped=f"referenced table {rule.referent} does not exist")
+                        for target in units]
         else:
-            targets.append(target)
+            targets += units
     if wanted - seen:
         known = ", ".join(sorted(r.label for r in rules)) or "none"
         raise ConfigurationError(f"--rule {', '.join(sorted(wanted - seen))}: no such rule; "
@@ -56,7 +56,7 @@ def probe(conn: Connection, targets: Sequence[Target]
     skipped: list[RuleOutcome] = []
     for target in targets:
         try:
-            raw.execute(conn, f"EXPLAIN SELECT 1 FROM {target.table.sql} AS t "
+            raw.execute(conn, f"EXPLAIN SELECT 1 FROM {target.table.scan} AS t "
                               f"WHERE {target.violation}")
         except DBAPIError as err:
             hint = ("; if a pending revision adds it, give that revision's ensure_* "
@@ -68,16 +68,36 @@ def probe(conn: Connection, targets: Sequence[Target]
     return usable, skipped
 
 
+def validate(conn: Connection, targets: Sequence[Target]) -> None:
+    """Have PostgreSQL parse and plan every policy's SQL before anything is written.
+
+    Each plan's statements (its classification, and for an update its SET list)
+    go through EXPLAIN, which parses, binds the values and plans without
+    running. One rule the server rejects stops the whole run with one line:
+    nothing is written, no repair record is started.
+    """
+    for target in targets:
+        for plan in target.plans():
+            for statement in plan.validation_sql():
+                query(conn, target, f"EXPLAIN {statement}", f"checking {plan.description}")
+
+
 def has_violations(conn: Connection, target: Target) -> bool:
-    return bool(query(conn, target, f"SELECT EXISTS (SELECT 1 FROM {target.table.sql} AS t "
+    return bool(query(conn, target, f"SELECT EXISTS (SELECT 1 FROM {target.table.scan} AS t "
                                     f"WHERE {target.violation})").scalar())
+
+
+def count_violations(conn: Connection, target: Target) -> int:
+    """Violating rows now: the "to go" of a progress bar (counted only when one is shown)."""
+    return int(query(conn, target, f"SELECT count(*) FROM {target.table.scan} AS t "
+                                   f"WHERE {target.violation}").scalar_one())
 
 
 def query(conn: Connection, target: Target, sql: str, doing: str = "finding violating rows"
           ) -> Any:
     """Run a read; a predicate PostgreSQL rejects becomes one line naming the rule."""
     try:
-        return raw.execute(conn, sql)
+        return raw.execute(conn, sql, target.params)
     except DBAPIError as err:
         raise PredicateError(
             f"rule {target.rule_id}: {doing}: PostgreSQL rejects the rule's SQL or a policy's "

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from ...rules.policies import Manual
-from ..log import lit
 from .base import PolicyPlan
 
 
@@ -17,7 +16,7 @@ class ManualPlan(PolicyPlan):
         return False
 
     def classify_sql(self, extra: str = "true") -> str:
-        return self._rows_as("'left'", lit(self.policy.reason), extra)
+        return self._rows_as("'left'", self.bind("reason", self.policy.reason), extra)
 
     def privileges(self) -> list[tuple[str, str]]:
         return []

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ...pg.identifiers import TableName, truncated_name
+from ...pg.identifiers import TableName, quote, truncated_name
 from ...rules.policies import Quarantine
 from ..batch import Batch
 from ..log import lit, run_short
@@ -43,6 +43,8 @@ class QuarantinePlan(DeletePlan):
         return super().prepare(batch)
 
     def extra_ctes(self) -> list[str]:
-        a = self.archive.sql
-        return [f"ai_archived AS (INSERT INTO {a} SELECT r.* FROM ai_gone g "
-                f"CROSS JOIN LATERAL jsonb_populate_record(NULL::{a}, g.before) r)"]
+        """The rows deleted, copied to the archive by column name, values as they are."""
+        columns = ", ".join(quote(c) for c in self.table.names)
+        values = ", ".join(f"g.{quote(c)}" for c in self.table.names)
+        return [f"ai_archived AS (INSERT INTO {self.archive.sql} ({columns}) "
+                f"SELECT {values} FROM ai_gone g)"]
