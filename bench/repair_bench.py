@@ -53,8 +53,9 @@ from sqlalchemy import Engine, create_engine
 
 from alembic_integrity.pg import raw
 from alembic_integrity.pg.identifiers import TableName
+from alembic_integrity.pg.progress import Progress
 from alembic_integrity.pg.throwaway import throwaway_postgres
-from alembic_integrity.repair import RepairProgress, RepairResult, repair
+from alembic_integrity.repair import RepairResult, repair
 from alembic_integrity.rules.kinds import CheckRule
 from alembic_integrity.rules.metadata import DeclaredRules
 from alembic_integrity.rules.policies import Delete, Invalidate, Policy, Sql
@@ -200,8 +201,8 @@ def resume_case(engine: Engine, violating: int, batch: int) -> dict[str, Any]:
     fresh_table(engine)
     half = violating // 2
 
-    def stop(p: RepairProgress) -> None:
-        if p.changed >= half:
+    def stop(p: Progress) -> None:
+        if p.done >= half:
             raise Stop
 
     try:

@@ -33,6 +33,7 @@ from alembic_integrity.cli import main
 from alembic_integrity.cli.render import audit_dict, audit_markdown
 from alembic_integrity.demo.project import MIGRATIONS
 from alembic_integrity.pg import raw
+from alembic_integrity.pg.progress import Progress
 from alembic_integrity.rules.metadata import DeclaredRules, rules_from_metadata
 from alembic_integrity.rules.policies import Expectation, expect
 
@@ -271,12 +272,14 @@ def test_foreign_key_with_another_definition(dirty: Engine) -> None:
 
 
 def test_progress_is_reported_per_table(dirty: Engine) -> None:
-    calls: list[tuple[str, int, int]] = []
+    calls: list[Progress] = []
     rules = declared()
-    audit(dirty, rules, progress=lambda *call: calls.append(call))
+    audit(dirty, rules, progress=calls.append)
     tables = [str(t) for t in rules.tables]
     assert sorted(tables) == ["Sales.LineItem", "Sales.Order", "audit_log"]
-    assert calls == [(t, i, 3) for i, t in enumerate(tables)] + [(tables[-1], 3, 3)]
+    assert [(p.what, p.done, p.total, p.unit) for p in calls] == [
+        (f"counting {t}", i, 3, "tables") for i, t in enumerate(tables)
+    ] + [(f"counting {tables[-1]}", 3, 3, "tables")]
 
 
 def test_one_scan_per_table_for_its_row_rules(dirty: Engine, statements: Statements) -> None:

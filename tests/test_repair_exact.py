@@ -278,11 +278,11 @@ def test_progress_counts_rows_done_of_all_and_logs_lines_off_a_terminal(
         capsys: pytest.CaptureFixture[str]) -> None:
     from pathlib import Path
 
-    from alembic_integrity.cli import repair_cmd
-    from alembic_integrity.repair import RepairProgress
+    from alembic_integrity.cli import progress as cli_progress
+    from alembic_integrity.pg.progress import Progress
 
     sql(engine, PARTITIONED)
-    seen: list[RepairProgress] = []
+    seen: list[Progress] = []
     rule = CheckRule("ck_orders_qty", TableName("orders"), "qty > 0", (Delete(),))
     result = repair(engine, declared(rule), apply=True, batch_size=4, progress=seen.append)
     assert [(p.done, p.total) for p in seen] == [(4, 10), (8, 10), (10, 10), (10, 10)]
@@ -297,7 +297,7 @@ def test_progress_counts_rows_done_of_all_and_logs_lines_off_a_terminal(
         "      Column('id', Integer, primary_key=True), Column('qty', Integer),\n"
         "      CheckConstraint('qty < 5', name='ck_small', info=on_violation(Delete())))\n")
     monkeypatch.syspath_prepend(str(folder))
-    monkeypatch.setattr(repair_cmd, "LOG_EVERY_S", 0.0)
+    monkeypatch.setattr(cli_progress, "LOG_EVERY_S", 0.0)
     url = engine.url.render_as_string(hide_password=False)
     assert cli("repair", "--url", url, "--metadata", "orders_models:metadata", "--apply",
                "--batch-size", "3") == 0
@@ -306,5 +306,5 @@ def test_progress_counts_rows_done_of_all_and_logs_lines_off_a_terminal(
                                           "6 of 6 rows, ")
     assert cli("restore", "2", "--url", url) == 0
     assert capsys.readouterr().err.strip().splitlines()[-1].startswith(
-        "restoring: restoring public.orders: 6 of 6 rows")
+        "restoring: public.orders: 6 of 6 rows")
     assert result.repair_id == 1

@@ -19,7 +19,7 @@ line in :attr:`AuditReport.problems`, and the audit goes on with the rest.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -39,6 +39,7 @@ from ..errors import (
 from ..pg import catalog, raw
 from ..pg.database import shown
 from ..pg.identifiers import TableName, quote
+from ..pg.progress import Progress, ProgressCallback
 from ..rules import compare as rule_compare
 from ..rules.kinds import CheckRule, ExpectRule, ForeignKeyRule, NotNullRule, Rule
 from ..rules.metadata import DeclaredRules
@@ -49,8 +50,6 @@ __all__ = ["STATES", "AuditReport", "Finding", "Progress", "audit"]
 STATES = ("absent", "not_valid", "valid", "other_definition", "audit_only")
 """What a rule can be in the database; ``audit_only`` is an expectation (never a constraint)."""
 
-Progress = Callable[[str, int, int], None]
-"""``progress(table, done, total)``: before each table is counted, and once when all are."""
 
 _QUERY_CANCELED = "57014"  # statement_timeout (or a cancel request)
 _GUARANTEED = "validated, so no row can break it; not counted"
@@ -119,7 +118,7 @@ class _TablePlan:
 
 
 def audit(engine: Engine, declared: DeclaredRules, *, sample: int = 5,
-          statement_timeout_ms: int | None = None, progress: Progress | None = None,
+          statement_timeout_ms: int | None = None, progress: ProgressCallback | None = None,
           count_valid: bool = False) -> AuditReport:
     """Audit every rule in ``declared`` against the database behind ``engine``.
 
@@ -292,17 +291,18 @@ def _settle_valid(plans: list[_TablePlan], report: AuditReport) -> None:
 
 
 def _count(conn: Connection, plans: list[_TablePlan], sample: int, timeout_ms: int | None,
-           progress: Progress | None, report: AuditReport) -> None:
+           progress: ProgressCallback | None, report: AuditReport) -> None:
     """Count every table in one READ ONLY transaction; nothing in it can write."""
     with conn.begin() as tx:
         raw.execute(conn, "SET TRANSACTION READ ONLY")
         _set_timeout(conn, timeout_ms)
         for done, plan in enumerate(plans):
             if progress is not None:
-                progress(str(plan.table), done, len(plans))
+                progress(Progress(f"counting {plan.table}", done, len(plans), unit="tables"))
             _count_table(conn, plan, sample, timeout_ms, report)
         if progress is not None and plans:
-            progress(str(plans[-1].table), len(plans), len(plans))
+            progress(Progress(f"counting {plans[-1].table}", len(plans), len(plans),
+                              unit="tables"))
         tx.rollback()
 
 

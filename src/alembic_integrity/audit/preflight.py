@@ -11,11 +11,11 @@ from dataclasses import dataclass
 
 from sqlalchemy import Engine
 
+from ..pg.progress import ProgressCallback
 from ..repair import RepairResult, repair
 from ..repair.log import DEFAULT_LOG_TABLE
 from ..rules.metadata import DeclaredRules
 from .core import AuditReport, Finding, audit
-from .core import Progress as AuditProgress
 
 BLOCKING_KINDS = frozenset({"check", "not_null", "foreign_key"})
 
@@ -47,7 +47,7 @@ class PreflightResult:
 def preflight(engine: Engine, declared: DeclaredRules, *, apply_repair: bool = False,
               batch_size: int = 10_000, log_table: str = DEFAULT_LOG_TABLE, sample: int = 5,
               statement_timeout_ms: int | None = None,
-              progress: AuditProgress | None = None) -> PreflightResult:
+              progress: ProgressCallback | None = None) -> PreflightResult:
     """Audit; with ``apply_repair``, repair what the policies allow and audit again."""
     before = audit(engine, declared, sample=sample, statement_timeout_ms=statement_timeout_ms,
                    progress=progress)

@@ -7,21 +7,18 @@ be audited) or an error. Read-only: counting runs in a READ ONLY transaction.
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import TextIO
 
 import click
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from ..audit.core import AuditReport, audit
-from ..audit.core import Progress as ProgressCallback
 from ..errors import ConfigurationError
 from ..settings import parse_value
 from . import cli, render
 from ._common import declared_rules, engine_for, metadata_options, url_option
+from .progress import reporter
 
 _FILE_WIDTH = 160  # a table written to a file is not squeezed to 80 columns
 
@@ -67,30 +64,13 @@ def audit_command(url: str | None, metadata_spec: str | None, config_path: str, 
     engine = engine_for(url)
     try:
         declared = declared_rules(metadata_spec, config_path)
-        with _progress() as progress:
+        with reporter("auditing") as progress:
             result = audit(engine, declared, sample=sample, statement_timeout_ms=timeout_ms,
                            progress=progress)
     finally:
         engine.dispose()
     _emit(result, fmt, output, show_all)
     sys.exit(result.exit_code)
-
-
-@contextmanager
-def _progress() -> Iterator[ProgressCallback | None]:
-    """A progress bar per table on stderr, only when a person is watching it."""
-    if not sys.stderr.isatty():
-        yield None
-        return
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-               TimeElapsedColumn())
-    with Progress(*columns, console=Console(stderr=True), transient=True) as bar:
-        task = bar.add_task("auditing", total=None)
-
-        def update(table: str, done: int, total: int) -> None:
-            bar.update(task, description=f"counting {table}", completed=done, total=total)
-
-        yield update
 
 
 def _check_output(output: Path | None) -> None:

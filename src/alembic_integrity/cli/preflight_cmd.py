@@ -12,7 +12,8 @@ from ..audit.preflight import PreflightResult, preflight
 from ..repair.log import DEFAULT_LOG_TABLE
 from . import cli, render
 from ._common import declared_rules, engine_for, metadata_options, url_option
-from .audit_cmd import Duration, _progress
+from .audit_cmd import Duration
+from .progress import reporter
 
 
 @cli.command("preflight")
@@ -36,7 +37,7 @@ def preflight_command(url: str | None, metadata_spec: str | None, config_path: s
     engine = engine_for(url)
     try:
         declared = declared_rules(metadata_spec, config_path)
-        with _progress() as progress:
+        with reporter("auditing") as progress:
             result = preflight(engine, declared, apply_repair=apply_repair,
                                batch_size=batch_size, log_table=log_table, sample=sample,
                                statement_timeout_ms=timeout_ms, progress=progress)

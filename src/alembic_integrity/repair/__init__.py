@@ -60,24 +60,24 @@ from collections.abc import Sequence
 from sqlalchemy import Connection, Engine
 
 from ..errors import ConfigurationError
+from ..pg.progress import Progress, ProgressCallback
 from ..rules.kinds import ForeignKeyRule, Rule
 from ..rules.metadata import DeclaredRules
 from ..settings import Settings
 from .apply import apply_all
-from .batch import Progress, RepairProgress
 from .dryrun import dry_run
 from .log import DEFAULT_LOG_TABLE, LogTables, autocommit_connection
 from .result import PolicyOutcome, RepairResult, RuleOutcome
 from .tables import Tables
 from .targets import probe, select_targets, validate
 
-__all__ = ["PolicyOutcome", "Progress", "RepairProgress", "RepairResult", "RuleOutcome",
+__all__ = ["PolicyOutcome", "Progress", "ProgressCallback", "RepairResult", "RuleOutcome",
            "repair", "repair_rule"]
 
 
 def repair(engine: Engine | Connection, declared: DeclaredRules, *, apply: bool = False,
            batch_size: int = 10_000, log_table: str = DEFAULT_LOG_TABLE,
-           rules: Sequence[str] | None = None, progress: Progress | None = None,
+           rules: Sequence[str] | None = None, progress: ProgressCallback | None = None,
            settings: Settings | None = None) -> RepairResult:
     """Repair (or, by default, plan the repair of) the rows that break ``declared`` rules.
 
@@ -92,7 +92,7 @@ def repair(engine: Engine | Connection, declared: DeclaredRules, *, apply: bool 
 
 def repair_rule(bind: Engine | Connection, rule: Rule, declared: DeclaredRules | None = None, *,
                 apply: bool = True, batch_size: int = 10_000,
-                log_table: str = DEFAULT_LOG_TABLE, progress: Progress | None = None,
+                log_table: str = DEFAULT_LOG_TABLE, progress: ProgressCallback | None = None,
                 settings: Settings | None = None) -> RepairResult:
     """Repair the rows of ONE rule, e.g. from an operation between ADD NOT VALID and VALIDATE.
 
@@ -107,7 +107,7 @@ def repair_rule(bind: Engine | Connection, rule: Rule, declared: DeclaredRules |
 
 
 def _repair(bind: Engine | Connection, rules: Sequence[Rule], fks: Sequence[ForeignKeyRule], *,
-            apply: bool, batch_size: int, log_table: str, progress: Progress | None,
+            apply: bool, batch_size: int, log_table: str, progress: ProgressCallback | None,
             settings: Settings | None, names: Sequence[str] | None) -> RepairResult:
     if batch_size < 1:
         raise ConfigurationError(f"--batch-size {batch_size}: must be at least 1")

@@ -10,8 +10,9 @@ from sqlalchemy.exc import DBAPIError
 
 from ..errors import IntegrityError
 from ..pg import raw
+from ..pg.progress import ProgressCallback
 from ..settings import Settings
-from .batch import Batch, Progress
+from .batch import Batch
 from .log import LogTables, TableInfo, exclusive, lit, run_short, transaction, translate
 from .result import RepairResult, RuleOutcome
 from .summary import summarise
@@ -61,7 +62,7 @@ def _missing_log_privileges(conn: Connection, log: LogTables) -> list[str]:
 
 def apply_all(conn: Connection, targets: Sequence[Target], log: LogTables,
               result: RepairResult, *, batch_size: int, settings: Settings,
-              progress: Progress | None) -> None:
+              progress: ProgressCallback | None) -> None:
     """Probe, check privileges, then repair rule by rule; a no-op run writes nothing."""
     with transaction(conn, read_only=True):
         todo = {id(t) for t in targets if has_violations(conn, t)}

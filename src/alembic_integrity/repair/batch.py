@@ -3,36 +3,16 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import Connection
 
 from ..pg import raw
+from ..pg.progress import Progress, ProgressCallback
 from ..settings import Settings
 from .log import CHANGE_ACTIONS, LogTables, lit, run_short
-
-
-@dataclass(frozen=True)
-class RepairProgress:
-    """Reported after every batch: the rule, the policy, and the rows so far.
-
-    ``done`` counts every violating row handled (changed or left for a person)
-    over the whole run; ``total`` is the violating rows counted when the run
-    started (None when not counted); ``rate`` is rows per second so far.
-    """
-
-    rule: str
-    policy: str
-    changed: int
-    noted: int
-    done: int = 0
-    total: int | None = None
-    rate: float = 0.0
-
-
-Progress = Callable[[RepairProgress], None]
 
 
 @dataclass
@@ -44,7 +24,7 @@ class Batch:
     repair_id: int
     size: int
     settings: Settings
-    progress: Progress | None
+    progress: ProgressCallback | None
     resumed: bool = False
     total: int | None = None
     done: int = 0
@@ -76,8 +56,8 @@ class Batch:
         self._rule_counts[f"{rule}\0{policy}"] = (changed, noted)
         if self.progress is not None:
             elapsed = max(time.monotonic() - self.started, 1e-6)
-            self.progress(RepairProgress(rule, policy, changed, noted, self.done, self.total,
-                                         self.done / elapsed))
+            self.progress(Progress(f"{rule}: {policy}", self.done, self.total,
+                                   self.done / elapsed))
 
     def tallied(self, rule: str) -> list[tuple[Any, ...]] | None:
         """The rule's log rows as the summary reads them, when the batches' counts tell all.

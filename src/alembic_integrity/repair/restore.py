@@ -27,7 +27,7 @@ deleted since cannot come back: only its changed columns were logged).
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -37,6 +37,7 @@ from ..errors import CatalogError
 from ..pg import catalog, raw
 from ..pg.catalog import ColumnInfo
 from ..pg.identifiers import TableName, quote
+from ..pg.progress import Progress, ProgressCallback
 from ..settings import Settings
 from .log import (
     CHANGES_SQL,
@@ -73,17 +74,7 @@ class RestoreGroup:
                 "samples": self.samples}
 
 
-@dataclass(frozen=True)
-class RestoreProgress:
-    """After every restored batch: rows put back so far, of how many, and the rate."""
 
-    table: str
-    done: int
-    total: int
-    rate: float
-
-
-Progress = Callable[[RestoreProgress], None]
 
 
 @dataclass
@@ -176,7 +167,7 @@ class Shapes:
 
 def restore(engine: Engine | Connection, repair_id: int, *, force: bool = False,
             log_table: str = DEFAULT_LOG_TABLE, batch_size: int = 10_000,
-            settings: Settings | None = None, progress: Progress | None = None
+            settings: Settings | None = None, progress: ProgressCallback | None = None
             ) -> RestoreResult:
     """Put back every row repair ``repair_id`` changed; see the module docstring.
 
@@ -204,7 +195,7 @@ def restore(engine: Engine | Connection, repair_id: int, *, force: bool = False,
                     shapes[key] = _shapes(conn, log, step, result)
                 done += _restore_step(conn, log, step, shapes[key], result, settings)
                 if progress is not None:
-                    progress(RestoreProgress(f"{step.schema}.{step.table}", done, total,
+                    progress(Progress(f"{step.schema}.{step.table}", done, total,
                                              done / max(time.monotonic() - began, 1e-6)))
             result.status = _finish(conn, log, result.repair_id, settings)
     return result

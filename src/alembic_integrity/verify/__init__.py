@@ -84,7 +84,7 @@ from .report import SKIPPED as SKIPPED
 from .report import Step, VerifyReport, junit_xml
 from .runner import AlembicRunner, WrongDatabase, preserved_logging, require_config
 from .runner import alembic_config as alembic_config
-from .steps import Options, Progress, Run
+from .steps import Options, Run, StepCallback
 
 __all__ = [
     "AlembicRunner",
@@ -105,7 +105,7 @@ def verify(config_path: str | Path = "alembic.ini", url: str | None = None, *,
            metadata: MetaData | str | None = None, strict: bool = False,
            data: str | Path | DataLoader | None = None, data_at: str | None = None,
            x_args: Sequence[str] = (), docker: bool | None = None, skip_drift: bool = False,
-           progress: Progress | None = None, base: str | Path | DataLoader | None = None,
+           progress: StepCallback | None = None, base: str | Path | DataLoader | None = None,
            idempotent_since: str | None = None, url_env: Sequence[str] = ()) -> VerifyReport:
     """Run every check on the project of ``config_path``; see the module docstring.
 
@@ -169,7 +169,7 @@ def _options(runner: AlembicRunner, report: VerifyReport, *, metadata: MetaData 
 
 
 def _verify_on(runner: AlembicRunner, report: VerifyReport, options: Options,
-               progress: Progress | None, check_empty: bool) -> None:
+               progress: StepCallback | None, check_empty: bool) -> None:
     engine = create_engine(runner.url)
     try:
         if check_empty:

@@ -23,7 +23,7 @@ from .failures import fail_from_exception
 from .report import SKIPPED, Step, VerifyReport, capped, plural
 from .runner import AlembicRunner, WrongDatabase
 
-Progress = Callable[[Step], None]
+StepCallback = Callable[[Step], None]
 
 
 @dataclass
@@ -42,7 +42,7 @@ class Run:
     """One verify run: the runner, an engine for snapshots, the report being filled."""
 
     def __init__(self, runner: AlembicRunner, engine: Engine, report: VerifyReport,
-                 options: Options, progress: Progress | None) -> None:
+                 options: Options, progress: StepCallback | None) -> None:
         self.runner = runner
         self.engine = engine
         self.report = report
