@@ -23,6 +23,8 @@ from dataclasses import dataclass, field, fields
 
 from sqlalchemy import Connection, text
 
+from .catalog import CONSTRAINT_KINDS, ConstraintState, not_null_sql
+
 __all__ = [
     "ColumnState",
     "ConstraintState",
@@ -38,8 +40,6 @@ Key = tuple[str, ...]
 _USER_SCHEMAS = "n.nspname NOT LIKE 'pg!_%' ESCAPE '!' AND n.nspname <> 'information_schema'"
 _RELKINDS = {"r": "table", "p": "partitioned table", "v": "view", "m": "materialized view",
              "S": "sequence", "f": "foreign table"}
-_CONTYPES = {"c": "CHECK", "f": "FOREIGN KEY", "p": "PRIMARY KEY", "u": "UNIQUE",
-             "x": "EXCLUDE", "t": "TRIGGER", "n": "NOT NULL"}
 
 
 @dataclass(frozen=True)
@@ -51,19 +51,11 @@ class RelationState:
 @dataclass(frozen=True)
 class ColumnState:
     type: str
-    not_null: bool
+    not_null: bool  # and validated (PostgreSQL 18 sets attnotnull for a NOT VALID one too)
     default: str | None
     identity: str
     generated: str
     position: int = field(compare=False)
-
-
-@dataclass(frozen=True)
-class ConstraintState:
-    kind: str
-    validated: bool
-    definition: str
-    oid: int = field(compare=False)
 
 
 @dataclass(frozen=True)
@@ -142,7 +134,8 @@ def _relations(conn: Connection) -> dict[Key, RelationState]:
 def _columns(conn: Connection) -> dict[Key, ColumnState]:
     rows = conn.execute(text(
         "SELECT n.nspname, c.relname, a.attname, format_type(a.atttypid, a.atttypmod), "
-        "a.attnotnull, pg_get_expr(d.adbin, d.adrelid), a.attidentity, a.attgenerated, a.attnum "
+        f"{not_null_sql(conn, 'a')}, pg_get_expr(d.adbin, d.adrelid), a.attidentity, "
+        "a.attgenerated, a.attnum "
         "FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid "
         "JOIN pg_namespace n ON n.oid = c.relnamespace "
         "LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum "
@@ -158,8 +151,9 @@ def _constraints(conn: Connection) -> dict[Key, ConstraintState]:
         "pg_get_constraintdef(k.oid), k.oid FROM pg_constraint k "
         "JOIN pg_class c ON c.oid = k.conrelid JOIN pg_namespace n ON n.oid = c.relnamespace "
         f"WHERE {_USER_SCHEMAS}"))
-    return {(r[0], r[1], r[2]): ConstraintState(_CONTYPES.get(r[3], str(r[3])), bool(r[4]), r[5],
-                                                int(r[6])) for r in rows}
+    return {(r[0], r[1], r[2]): ConstraintState(CONSTRAINT_KINDS.get(r[3], str(r[3])), bool(r[4]),
+                                                r[5].removesuffix(" NOT VALID"), int(r[6]),
+                                                r[2]) for r in rows}
 
 
 def _indexes(conn: Connection) -> dict[Key, IndexState]:
