@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
+from alembic import command
 from sqlalchemy import (
     CheckConstraint,
     Column,
@@ -255,3 +257,26 @@ def test_audit_as_a_read_only_select_only_role(reader_url: str) -> None:
         engine.dispose()
     assert report.problems == []
     assert counts(report) == EXPECTED
+
+
+def test_autogenerate_sees_a_not_null_that_is_not_valid(tmp_path: Path,
+                                                       integrity_database_url: str) -> None:
+    """Reflection calls a NOT VALID NOT NULL (18) NOT NULL; autogenerate still proposes it."""
+    from test_autogenerate import Project
+    from test_autogenerate import models as project_models
+
+    project = Project(tmp_path, integrity_database_url)
+    project.sql('CREATE SCHEMA "Sales"; CREATE SCHEMA scratch')
+    project.write_models(project_models())
+    project.autogenerate()
+    command.upgrade(project.cfg, "head")
+    project.write_models(project_models(qty_nullable=False))
+    engine = create_engine(project.url)
+    try:
+        if version(engine).native_not_null:
+            project.sql('ALTER TABLE "Sales"."Order" ADD CONSTRAINT "Order_qty_not_null" '
+                        "NOT NULL qty NOT VALID")
+    finally:
+        engine.dispose()
+    proposed = project.autogenerate(keep=False).ops("upgrade")
+    assert proposed == ["op.ensure_not_null('Order', 'qty', schema='Sales')"]
