@@ -8,7 +8,8 @@ the target list of a query over a one-row relation with the table's row type,
 ``SELECT (<predicate>) IS NOT FALSE FROM (SELECT (NULL::<table>).* OFFSET 0)``,
 and ``EXPLAIN (VERBOSE, COSTS OFF, FORMAT JSON)`` prints it back through
 PostgreSQL's own deparser. Nothing runs, nothing is written, and the table is
-never scanned or locked beyond ``AccessShareLock`` for planning.
+never scanned (only its row type is read, which takes no lock that outlives
+the lookup).
 
 Why this shape: in the target list the planner cannot turn the predicate into
 an index condition, a partition-pruning test or a constraint-exclusion proof,
@@ -18,9 +19,9 @@ acceptance test and makes a non-boolean predicate an error. Both sides of a
 comparison (the wanted text and the live ``pg_get_expr``) go through the very
 same path, so only the equality of the printed forms matters.
 
-Many predicates are normalised in ONE statement (a ``UNION ALL`` with one
-branch per predicate); if it fails, each is tried alone so that one bad
-predicate is one error.
+Many predicates are normalised in one statement (a ``UNION ALL`` with one
+branch per predicate, :data:`CHUNK` at a time); if it fails, each is tried
+alone so that one bad predicate is one error.
 """
 
 from __future__ import annotations
