@@ -17,10 +17,12 @@ NOT NULL. We time (median of 3 interleaved rounds, after one warm-up run):
 * ``one query per rule``  five ``SELECT count(*) ... WHERE v`` (five scans);
 * ``count(*)``          a bare ``SELECT count(*) FROM t``.
 
-Target: ``audit`` <= 1.2 x the floor in the sparse case. In the dense case the
-audit must keep every violating key in a tuplestore (bounded memory, spills to
-disk) to pick its samples; it is shown for information. The audit's counts
-are checked against the floor's in both cases.
+Targets: ``audit`` <= 1.2 x the floor in the sparse case, and <= 1.5 x in the
+dense case with samples on. The audit counts in one pass (the floor's query)
+and then takes each sample as a bounded top-N in key order (``ORDER BY pk
+LIMIT 5``, driven by the primary key index when violations are dense), never
+sorting every violating key. The audit's counts are checked against the
+floor's in both cases.
 
 Run: ``.venv/bin/python bench/audit_bench.py [--rows N] [--url URL] [--json PATH]``.
 Without ``--url`` a throwaway PostgreSQL is started and deleted afterwards.
@@ -69,6 +71,7 @@ TABLE = "bench_audit"
 REPEATS = 3
 SAMPLE = 5
 TARGET_RATIO = 1.2
+TARGET_DENSE_RATIO = 1.5
 
 console = Console(stderr=True)
 
@@ -221,9 +224,9 @@ def print_report(case: str, results: dict[str, dict[str, Any]], meta: dict[str, 
     out = Console()
     out.print(table)
     ratio = results["audit"]["median_s"] / floor
-    if case == "sparse":
-        verdict = "met" if ratio <= TARGET_RATIO else "MISSED"
-        out.print(f"target audit <= {TARGET_RATIO} x floor: {ratio:.2f} x ({verdict})")
+    target = TARGET_RATIO if case == "sparse" else TARGET_DENSE_RATIO
+    verdict = "met" if ratio <= target else "MISSED"
+    out.print(f"target ({case}) audit <= {target} x floor: {ratio:.2f} x ({verdict})")
     out.print(f"violations per rule: {results['audit']['counts']}")
 
 
@@ -264,6 +267,8 @@ def run(url: str, rows: int, json_path: Path) -> int:
                   for case, r in cases.items()}
         payload = {"meta": meta, "cases": cases, "audit_over_floor": ratios,
                    "target_ratio": TARGET_RATIO, "target_met": ratios["sparse"] <= TARGET_RATIO,
+                   "target_dense_ratio": TARGET_DENSE_RATIO,
+                   "target_dense_met": ratios["dense"] <= TARGET_DENSE_RATIO,
                    "counts_match_floor": consistent}
         json_path.parent.mkdir(parents=True, exist_ok=True)
         json_path.write_text(json.dumps(payload, indent=2, default=str) + "\n")

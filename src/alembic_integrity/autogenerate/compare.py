@@ -6,8 +6,8 @@ the database the way the operations do (``catalog``), so a revision is
 proposed exactly when applying the operation would change something:
 
 * CHECKs are compared by name, and by definition as PostgreSQL normalises it:
-  the model's predicate is normalised on a scratch copy of the live table and
-  compared with ``pg_get_constraintdef`` — ``x>0`` and ``(x > 0)`` are equal.
+  both the model's predicate and the live one are parsed by PostgreSQL without
+  creating anything (``pg.predicates``) — ``x>0`` and ``(x > 0)`` are equal.
 * FOREIGN KEYs are compared by name, then columns, referent, actions, MATCH
   type, DEFERRABLE and INITIALLY.
 * A model constraint without a live one of its name (renamed, or unnamed in
@@ -77,17 +77,6 @@ STOP = PriorityDispatchResult.STOP
 _ACTION_WORDS = {code: word for word, code in FK_ACTIONS.items()}
 _MATCH_WORDS = {"f": "FULL", "p": "PARTIAL"}  # SIMPLE, the default, renders as nothing
 
-_LIVE_CHECKS = text(
-    "SELECT conname, pg_get_constraintdef(oid), pg_get_expr(conbin, conrelid) "
-    "FROM pg_constraint WHERE conrelid = :rel AND contype = 'c' ORDER BY conname"
-)
-_LIVE_FOREIGN_KEYS = text(
-    "SELECT c.oid, c.conname, c.convalidated, pg_get_constraintdef(c.oid), r.relname, n.nspname "
-    "FROM pg_constraint c JOIN pg_class r ON r.oid = c.confrelid "
-    "JOIN pg_namespace n ON n.oid = r.relnamespace "
-    "WHERE c.conrelid = :rel AND c.contype = 'f' ORDER BY c.conname"
-)
-
 
 # --- what the models declare -------------------------------------------------
 
@@ -138,7 +127,7 @@ def declared(autogen_context: AutogenContext, table: Table, where: TableName) ->
 @dataclass(frozen=True)
 class LiveCheck:
     name: str
-    definition: str  # pg_get_constraintdef, as normalized_check returns it
+    definition: str | None  # the stored predicate as normalized_check gives a rule's
     condition: str  # the stored predicate, to put it back in a downgrade
 
     def rule(self, where: TableName) -> CheckRule:
@@ -156,29 +145,28 @@ class LiveForeignKey:
     referent_oid: int
 
 
-def live_checks(conn: Connection, oid: int) -> dict[str, LiveCheck]:
-    rows = conn.execute(_LIVE_CHECKS, {"rel": oid})
-    return {r[0]: LiveCheck(r[0], r[1].removesuffix(" NOT VALID"), r[2]) for r in rows}
+def live_checks(conn: Connection, oid: int, where: TableName) -> dict[str, LiveCheck]:
+    """The table's CHECKs, their predicates normalised as a rule's are (read only)."""
+    states = catalog.constraints(conn, oid, ["CHECK"])
+    forms = rule_compare.normalized_live_checks(conn, where, states)
+    return {s.name: LiveCheck(s.name, forms.get(s.name), s.expression or "") for s in states}
 
 
 def live_foreign_keys(conn: Connection, oid: int, table: TableName,
                       default_schema: str | None) -> dict[str, LiveForeignKey]:
     found = {}
-    for oid_, name, validated, definition, referent, referent_schema in conn.execute(
-        _LIVE_FOREIGN_KEYS, {"rel": oid}
-    ):
-        state = catalog.ConstraintState(int(oid_), name, "f", bool(validated),
-                                        definition.removesuffix(" NOT VALID"))
-        fk = catalog.foreign_key_state(conn, state.oid)
-        deferrable, deferred = catalog.foreign_key_timing(conn, state.oid)
+    for state in catalog.constraints(conn, oid, ["FOREIGN KEY"]):
+        fk = state.foreign_key
+        assert fk is not None
+        schema = None if fk.referent_schema == default_schema else fk.referent_schema
         rule = ForeignKeyRule(
-            name, table, fk.columns,
-            TableName(referent, None if referent_schema == default_schema else referent_schema),
+            state.name, table, fk.columns, TableName(fk.referent_name, schema),
             fk.referent_columns, _action(fk.ondelete), _action(fk.onupdate),
-            deferrable=deferrable or None, initially="DEFERRED" if deferred else None,
+            deferrable=fk.deferrable or None,
+            initially="DEFERRED" if fk.initially_deferred else None,
             match=_MATCH_WORDS.get(fk.match),
         )
-        found[name] = LiveForeignKey(state, rule, fk.referent_oid)
+        found[state.name] = LiveForeignKey(state, rule, fk.referent_oid)
     return found
 
 
@@ -327,7 +315,7 @@ def _compared_live_checks(autogen_context: AutogenContext, conn: Connection, whe
     """Live CHECKs that pass include_name, without those the toolkit does not own."""
     parents = _parents(where)
     live = {
-        name: check for name, check in live_checks(conn, _table_oid(conn, where)).items()
+        name: check for name, check in live_checks(conn, _table_oid(conn, where), where).items()
         if autogen_context.run_name_filters(name, "check_constraint", parents)
     }
     unmanaged = declared(autogen_context, metadata_table, where).unmanaged_checks
@@ -340,8 +328,9 @@ def _compared_live_checks(autogen_context: AutogenContext, conn: Connection, whe
 
 def _helper_names(where: TableName, metadata_table: Table) -> set[str]:
     """The helper CHECK names ensure_not_null uses while it works; never a model's own."""
-    return {NotNullRule(where, c.name).name for c in metadata_table.columns
-            if len(c.name.encode()) <= MAX_IDENTIFIER_BYTES}
+    rules = [NotNullRule(where, c.name) for c in metadata_table.columns
+             if len(c.name.encode()) <= MAX_IDENTIFIER_BYTES]
+    return {r.helper_name for r in rules} | {r.legacy_helper_name for r in rules}
 
 
 def _normalized_unnamed(conn: Connection, where: TableName,
@@ -476,15 +465,27 @@ def compare_not_null(autogen_context: AutogenContext, modify_table_ops: ModifyTa
     if conn_table is None or metadata_table is None:
         return CONTINUE
     where = TableName(tname, schema)
+    pending = _pending_not_null(_connection(autogen_context), where)
     for column in metadata_table.columns:
         conn_col = _compared_column(autogen_context, where, column, conn_table)
-        if conn_col is None or not _nullability_differs(column, conn_col):
+        if conn_col is None:
+            continue
+        unfinished = not column.nullable and column.name in pending
+        if not unfinished and not _nullability_differs(column, conn_col):
             continue
         rule = NotNullRule(where, column.name)
         modify_table_ops.ops.append(nullable(rule) if column.nullable else not_null(rule))
         log.info("Detected %s on column %s.%s", "NULL" if column.nullable else "NOT NULL",
                  where, column.name)
     return CONTINUE
+
+
+def _pending_not_null(conn: Connection, where: TableName) -> set[str]:
+    """PostgreSQL 18+: columns whose NOT NULL is NOT VALID (reflection calls them NOT NULL)."""
+    if not catalog.features(conn).native_not_null:
+        return set()
+    oid = _table_oid(conn, where)
+    return {name for name, c in catalog.columns(conn, oid).items() if c.not_null_pending}
 
 
 def _compared_column(autogen_context: AutogenContext, where: TableName, column: Column[Any],

@@ -24,6 +24,9 @@ from typing import Any
 
 from sqlalchemy import Connection, text
 
+from ..pg import catalog
+from ..pg.identifiers import TableName
+
 # --- Scenario constants (REFERENCE_SCENARIOS.md) -----------------------------
 
 DELETABLE = "deletable"  # retried, and no later invocation uses it as input
@@ -790,14 +793,8 @@ def insert_hand_patched_constraint(conn: Connection, *, not_valid: bool = True) 
     legitimate in-flight outcomes (which the generator plants as controls).
     Returns False if a constraint of that name already exists.
     """
-    exists = conn.execute(
-        text(
-            "SELECT 1 FROM pg_constraint WHERE conname = :name"
-            " AND conrelid = 'gateway.routing_outcomes'::regclass"
-        ),
-        {"name": INFERENCE_LINKED},
-    ).first()
-    if exists:
+    table = catalog.require_table(conn, TableName("routing_outcomes", "gateway"), "demo")
+    if catalog.constraint(conn, table, INFERENCE_LINKED) is not None:
         return False
     suffix = " NOT VALID" if not_valid else ""
     conn.execute(

@@ -95,13 +95,15 @@ def _add_then_validate(rule: CheckRule | ForeignKeyRule, action: str, detail: st
 def plan_check(conn: Connection | None, rule: CheckRule) -> Plan:
     if conn is None:
         return _add_then_validate(rule, "replace", "offline: drop if exists, add, validate")
-    oid = catalog.require_table(conn, rule.table, f"ensure_check_constraint {rule.name}")
+    doing = f"ensure_check_constraint {rule.name}"
+    oid = catalog.require_table(conn, rule.table, doing)
     live = catalog.constraint(conn, oid, rule.name)
+    if live is not None and live.contype != "c":
+        raise rule_compare.other_kind_error(doing, rule.name, rule.table, "CHECK", live)
+    verdict = rule_compare.check_verdict(conn, rule, live)  # a bad predicate fails here
     if live is None:
-        rule_compare.normalized_check(conn, rule)  # a predicate that does not parse fails here
         return _add_then_validate(rule, "add", "absent")
-    wanted = rule_compare.normalized_check(conn, rule)
-    if live.contype == "c" and live.definition == wanted:
+    if verdict.same:
         if live.validated:
             return Plan("none", "present, same definition, valid")
         return Plan("validate", "present, same definition, NOT VALID", [_validate(rule)])
@@ -118,6 +120,8 @@ def plan_foreign_key(conn: Connection | None, rule: ForeignKeyRule) -> Plan:
     live = catalog.constraint(conn, oid, rule.name)
     if live is None:
         return _add_then_validate(rule, "add", "absent")
+    if live.contype != "f":
+        raise rule_compare.other_kind_error(doing, rule.name, rule.table, "FOREIGN KEY", live)
     if rule_compare.same_foreign_key(conn, live, rule):
         if live.validated:
             return Plan("none", "present, same definition, valid")
@@ -126,39 +130,92 @@ def plan_foreign_key(conn: Connection | None, rule: ForeignKeyRule) -> Plan:
     return _add_then_validate(rule, "replace", other)
 
 
-def _set_not_null(rule: NotNullRule) -> Step:
+def _set_not_null(rule: NotNullRule, helper: str) -> Step:
     return Step(
-        f"set {rule.label}, drop helper check {rule.name}",
+        f"set {rule.label}, drop helper check {helper}",
         (
             f"ALTER TABLE {rule.table.sql} ALTER COLUMN {quote(rule.column)} SET NOT NULL",
-            drop_constraint_sql(rule.table, rule.name),
+            drop_constraint_sql(rule.table, helper),
         ),
         locks=(LockNeed(rule.table, ACCESS_EXCLUSIVE),),
     )
 
 
+def _helper_path(rule: NotNullRule, helper: CheckRule) -> list[Step]:
+    return [_add(helper, False), _validate(helper, rule), _set_not_null(rule, helper.name)]
+
+
 def plan_not_null(conn: Connection | None, rule: NotNullRule) -> Plan:
-    """NOT NULL via a validated helper CHECK, so SET NOT NULL needs no scan (PostgreSQL 12+)."""
-    helper = rule.as_check()
-    full = [_add(helper, False), _validate(helper, rule), _set_not_null(rule)]
+    """NOT NULL without a long lock: natively NOT VALID on 18+, else via a helper CHECK.
+
+    Before PostgreSQL 18 a validated helper ``CHECK (col IS NOT NULL)`` lets
+    ``SET NOT NULL`` skip its scan (PostgreSQL 12+); from 18 the NOT NULL
+    constraint itself is added ``NOT VALID`` and validated, and no helper is
+    made. A run that stopped half way resumes from what it left (a NOT VALID
+    NOT NULL, or a helper under its current or its earlier name).
+    """
     if conn is None:
-        return Plan("set-not-null", "offline: helper check, validate, set not null", full)
-    oid = catalog.require_table(conn, rule.table, f"ensure_not_null {rule.label}")
-    not_null = catalog.column_not_null(conn, oid, rule.column)
-    if not_null is None:
+        return Plan("set-not-null", "offline: helper check, validate, set not null",
+                    _helper_path(rule, rule.as_check()))
+    doing = f"ensure_not_null {rule.label}"
+    oid = catalog.require_table(conn, rule.table, doing)
+    column = catalog.column(conn, oid, rule.column)
+    if column is None:
         raise CatalogError(
             f"ensure_not_null: table {rule.table} has no column {rule.column!r}; "
             "check the column name"
         )
-    if not_null:
+    if column.not_null:
         return Plan("none", "column is already NOT NULL")
-    live = catalog.constraint(conn, oid, helper.name)
-    if (live is not None and live.contype == "c"
-            and live.definition == rule_compare.normalized_check(conn, helper)):
+    if column.not_null_constraint is not None:  # 18+: a NOT VALID NOT NULL is there
+        step = _validate_not_null(rule, column.not_null_constraint)
+        return Plan("validate", f"NOT NULL {column.not_null_constraint} NOT VALID", [step])
+    resumed = _resumable_helper(conn, oid, rule)
+    if resumed is not None:
+        return resumed
+    if catalog.features(conn).native_not_null:
+        return _native_not_null(conn, oid, rule, doing)
+    taken = catalog.constraint(conn, oid, rule.helper_name)
+    if taken is not None and taken.contype != "c":
+        raise rule_compare.other_kind_error(doing, rule.helper_name, rule.table,
+                                            "CHECK (helper of NOT NULL)", taken)
+    return Plan("set-not-null", "nullable", _helper_path(rule, rule.as_check()))
+
+
+def _resumable_helper(conn: Connection, oid: int, rule: NotNullRule) -> Plan | None:
+    """The plan that finishes from a helper CHECK an earlier run left, if there is one."""
+    for name in (rule.helper_name, rule.legacy_helper_name):
+        live = catalog.constraint(conn, oid, name)
+        if live is None or live.contype != "c":
+            continue
+        helper = rule.as_check(name)
+        if not rule_compare.check_verdict(conn, helper, live).same:
+            continue
         if live.validated:
-            return Plan("set-not-null", "helper check valid", [_set_not_null(rule)])
-        return Plan("set-not-null", "helper check NOT VALID", full[1:])
-    return Plan("set-not-null", "nullable", full)
+            return Plan("set-not-null", f"helper check {name} valid",
+                        [_set_not_null(rule, name)])
+        return Plan("set-not-null", f"helper check {name} NOT VALID",
+                    _helper_path(rule, helper)[1:])
+    return None
+
+
+def _native_not_null(conn: Connection, oid: int, rule: NotNullRule, doing: str) -> Plan:
+    taken = catalog.constraint(conn, oid, rule.name)
+    if taken is not None:
+        raise rule_compare.other_kind_error(doing, rule.name, rule.table, "NOT NULL", taken)
+    steps = [
+        Step(f"add {rule.label} (NOT VALID)", (rule.add_native_sql(),), rule=rule,
+             locks=(LockNeed(rule.table, ACCESS_EXCLUSIVE),)),
+        _validate_not_null(rule, rule.name),
+    ]
+    return Plan("set-not-null", "nullable (native NOT NULL NOT VALID)", steps)
+
+
+def _validate_not_null(rule: NotNullRule, name: str) -> Step:
+    """PostgreSQL 18+: VALIDATE the column's own NOT NULL constraint."""
+    return Step(f"validate {rule.label}", (validate_sql(rule.table, name),), kind="validate",
+                rule=rule, validates=(rule.table, name),
+                locks=(LockNeed(rule.table, SHARE_UPDATE_EXCLUSIVE),))
 
 
 def plan_drop(conn: Connection | None, table: TableName, name: str) -> Plan:
@@ -169,10 +226,9 @@ def plan_drop(conn: Connection | None, table: TableName, name: str) -> Plan:
     live = catalog.constraint(conn, oid, name) if oid is not None else None
     if live is None:
         return Plan("none", "absent")
-    if live.contype == "f":  # dropping a foreign key also locks its referent
-        referent = catalog.foreign_key_state(conn, live.oid).referent_oid
-        locks += (LockNeed(referent, ACCESS_EXCLUSIVE),)
-    return Plan("drop", "present", [_drop(table, name, locks)])
+    if live.foreign_key is not None:  # dropping a foreign key also locks its referent
+        locks += (LockNeed(live.foreign_key.referent_oid, ACCESS_EXCLUSIVE),)
+    return Plan("drop", f"present: {live.definition}", [_drop(table, name, locks)])
 
 
 def _drop(table: TableName, name: str, locks: tuple[LockNeed, ...]) -> Step:
@@ -227,6 +283,7 @@ def plan_nullable(conn: Connection | None, table: TableName, column: str) -> Pla
     if conn is None:
         return Plan("drop-not-null", "offline", [step])
     oid = catalog.table_oid(conn, table)
-    if oid is None or not catalog.column_not_null(conn, oid, column):
+    info = catalog.column(conn, oid, column) if oid is not None else None
+    if info is None or not (info.not_null or info.not_null_constraint):
         return Plan("none", "already nullable (or absent)")
     return Plan("drop-not-null", "NOT NULL", [step])

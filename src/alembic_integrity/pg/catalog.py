@@ -1,13 +1,26 @@
-"""What the database has now, read from ``pg_catalog``.
+"""What the database has now, read from ``pg_catalog``: the one place that reads it.
 
-Tables are resolved by the server (``to_regclass`` over ``format('%I')``),
-so mixed-case, reserved and non-``public`` names need no quoting here, and
-definitions are compared as PostgreSQL normalises them, never as typed.
+Every read of constraints, columns, keys, foreign keys and referrers lives
+here, so a difference between PostgreSQL majors is decided once, from
+``server_version_num`` (see :class:`Features`). The one such difference that
+matters today: PostgreSQL 18 stores NOT NULL as a constraint (``contype 'n'``)
+and sets ``attnotnull`` even while that constraint is ``NOT VALID``, so a
+column is NOT NULL *for sure* only when its ``'n'`` constraint is validated.
+
+Tables are resolved by the server (``to_regclass`` over ``format('%I')``), so
+mixed-case, reserved and non-``public`` names need no quoting here, and
+definitions are read as PostgreSQL normalises them, never as typed.
+
+Reads come in two shapes: one object at a time (operations, drift), and
+:func:`table_infos`, which reads every table a set of rules touches in a fixed
+number of round trips whatever the number of tables (the audit).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
 
 from sqlalchemy import Connection, text
 
@@ -19,27 +32,135 @@ _REGCLASS = (
     "ELSE format('%I.%I', CAST(:schema AS text), CAST(:table AS text)) END)"
 )
 
-
 UNDEFINED_COLUMN = "42703"
+
+CONSTRAINT_KINDS = {"c": "CHECK", "f": "FOREIGN KEY", "p": "PRIMARY KEY", "u": "UNIQUE",
+                    "x": "EXCLUDE", "t": "TRIGGER", "n": "NOT NULL"}
+_CONTYPES = {kind: code for code, kind in CONSTRAINT_KINDS.items()}
+_MATCH = {"s": "SIMPLE", "f": "FULL", "p": "PARTIAL"}
+
+FK_NOT_VALID_ON_PARTITIONED = 180000
+NATIVE_NOT_NULL_VERSION = 180000
+"""PostgreSQL 18: NOT NULL is a ``pg_constraint`` row and can be added ``NOT VALID``."""
+
+
+# --------------------------------------------------------------------------- versions
 
 
 @dataclass(frozen=True)
-class ConstraintState:
-    oid: int
-    name: str
-    contype: str
-    validated: bool
-    definition: str
+class Features:
+    """What this server can do, decided once from ``server_version_num``."""
+
+    version_num: int
+
+    @property
+    def major(self) -> int:
+        return self.version_num // 10000
+
+    @property
+    def fk_not_valid_on_partitioned(self) -> bool:
+        """``ADD FOREIGN KEY ... NOT VALID`` on a partitioned table (refused before 18)."""
+        return self.version_num >= FK_NOT_VALID_ON_PARTITIONED
+
+    @property
+    def native_not_null(self) -> bool:
+        """``ADD CONSTRAINT n NOT NULL col NOT VALID`` exists; ``attnotnull`` may be unvalidated."""
+        return self.version_num >= NATIVE_NOT_NULL_VERSION
+
+
+_FEATURES_KEY = "alembic_integrity.features"
+
+
+def features(conn: Connection) -> Features:
+    """The server's :class:`Features`, cached on the DBAPI connection (one query per session)."""
+    cached = conn.info.get(_FEATURES_KEY)
+    if isinstance(cached, Features):
+        return cached
+    found = Features(int(conn.execute(text("SELECT current_setting('server_version_num')"))
+                         .scalar_one()))
+    conn.info[_FEATURES_KEY] = found
+    return found
+
+
+# --------------------------------------------------------------------------- states
 
 
 @dataclass(frozen=True)
 class ForeignKeyState:
+    """A foreign key's structure, as the comparisons need it (columns in key order)."""
+
     columns: tuple[str, ...]
     referent_oid: int
     referent_columns: tuple[str, ...]
-    ondelete: str
+    ondelete: str  # confdeltype: a, r, c, n, d
     onupdate: str
-    match: str
+    match: str  # confmatchtype: s, f, p
+    deferrable: bool = False
+    initially_deferred: bool = False
+    referent_schema: str = ""
+    referent_name: str = ""
+
+    @property
+    def match_word(self) -> str:
+        return _MATCH.get(self.match, self.match)
+
+    @property
+    def initially(self) -> str:
+        return "DEFERRED" if self.initially_deferred else "IMMEDIATE"
+
+
+@dataclass(frozen=True)
+class ConstraintState:
+    """One constraint as the catalog has it.
+
+    Equality compares what a constraint *is* (kind, validity, definition),
+    not which object carries it, so the verify snapshot (which keys these by
+    name) compares two reads; ``oid`` tells re-creation apart where it matters.
+    """
+
+    kind: str  # "CHECK", "FOREIGN KEY", "UNIQUE", "NOT NULL", ...
+    validated: bool
+    definition: str  # pg_get_constraintdef, without a trailing " NOT VALID"
+    oid: int = field(compare=False)
+    name: str = field(default="", compare=False)
+    expression: str | None = field(default=None, compare=False)  # a CHECK's predicate
+    columns: tuple[str, ...] = field(default=(), compare=False)  # conkey, in key order
+    foreign_key: ForeignKeyState | None = field(default=None, compare=False)
+
+    @property
+    def contype(self) -> str:
+        return _CONTYPES.get(self.kind, self.kind)
+
+
+@dataclass(frozen=True)
+class ColumnInfo:
+    """One column's nullability; ``not_null`` only when PostgreSQL guarantees it."""
+
+    name: str
+    attnum: int
+    not_null: bool  # NOT NULL and validated: no row can hold a NULL
+    not_null_constraint: str | None = None  # PostgreSQL 18+: the 'n' constraint's name
+    not_null_pending: bool = False  # PostgreSQL 18+: an 'n' constraint that is NOT VALID
+
+
+@dataclass
+class TableInfo:
+    """Everything the rules of one table need from the catalog, read in one go."""
+
+    oid: int
+    table: TableName
+    columns: dict[str, ColumnInfo] = field(default_factory=dict)
+    constraints: dict[str, ConstraintState] = field(default_factory=dict)
+
+    @property
+    def primary_key(self) -> list[str]:
+        for state in self.constraints.values():
+            if state.contype == "p":
+                return list(state.columns)
+        return []
+
+
+# --------------------------------------------------------------------------- tables
 
 
 def table_oid(conn: Connection, table: TableName) -> int | None:
@@ -52,90 +173,213 @@ def table_oid(conn: Connection, table: TableName) -> int | None:
 def require_table(conn: Connection, table: TableName, doing: str) -> int:
     oid = table_oid(conn, table)
     if oid is None:
-        where = f"schema {table.schema!r}" if table.schema else "the search_path"
-        raise CatalogError(
-            f"{doing}: table {table} does not exist in {where}; create it first "
-            f"or pass the right schema="
-        )
+        raise CatalogError(f"{doing}: {missing_table(table)}; create it first "
+                           f"or pass the right schema=")
     return oid
 
 
+def missing_table(table: TableName) -> str:
+    where = f"schema {table.schema!r}" if table.schema else "the search_path"
+    return f"table {table} does not exist in {where}"
+
+
+def table_oids(conn: Connection, tables: Sequence[TableName]) -> dict[TableName, int | None]:
+    """Resolve many tables in ONE round trip."""
+    if not tables:
+        return {}
+    rows = conn.execute(text(
+        "SELECT x.i, CAST(to_regclass(CASE WHEN x.s IS NULL THEN format('%I', x.n) "
+        "ELSE format('%I.%I', x.s, x.n) END) AS oid) "
+        "FROM unnest(CAST(:schemas AS text[]), CAST(:names AS text[])) "
+        "WITH ORDINALITY AS x(s, n, i)"),
+        {"schemas": [t.schema for t in tables], "names": [t.name for t in tables]}).all()
+    found = {int(i): (int(oid) if oid else None) for i, oid in rows}
+    return {t: found.get(i + 1) for i, t in enumerate(tables)}
+
+
+def user_relations(conn: Connection, limit: int) -> list[str]:
+    """``schema.name`` of up to ``limit`` tables, views or foreign tables outside pg_*."""
+    return list(conn.execute(text(
+        "SELECT n.nspname || '.' || c.relname FROM pg_class c "
+        "JOIN pg_namespace n ON n.oid = c.relnamespace "
+        "WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f') AND n.nspname NOT LIKE 'pg!_%' "
+        "ESCAPE '!' AND n.nspname <> 'information_schema' ORDER BY 1 LIMIT :n"),
+        {"n": limit}).scalars())
+
+
+# --------------------------------------------------------------------------- columns
+
+
+def _columns_sql(feats: Features) -> str:
+    """Columns of ``:oids``; on 18+ with the 'n' constraint that carries their NOT NULL."""
+    if feats.native_not_null:
+        return (
+            "SELECT a.attrelid, a.attname, a.attnum, a.attnotnull, k.conname, k.convalidated "
+            "FROM pg_attribute a LEFT JOIN pg_constraint k ON k.conrelid = a.attrelid "
+            "AND k.contype = 'n' AND k.conkey[1] = a.attnum "
+            "WHERE a.attrelid = ANY(CAST(:oids AS oid[])) AND a.attnum > 0 "
+            "AND NOT a.attisdropped"
+        )
+    return (
+        "SELECT a.attrelid, a.attname, a.attnum, a.attnotnull, NULL, NULL FROM pg_attribute a "
+        "WHERE a.attrelid = ANY(CAST(:oids AS oid[])) AND a.attnum > 0 AND NOT a.attisdropped"
+    )
+
+
+def _column(row: Any) -> ColumnInfo:
+    _, name, attnum, attnotnull, conname, validated = row
+    if conname is None:  # before 18 (or no NOT NULL): attnotnull is the truth
+        return ColumnInfo(name, int(attnum), bool(attnotnull))
+    return ColumnInfo(name, int(attnum), bool(attnotnull) and bool(validated), conname,
+                      not bool(validated))
+
+
+def _read_columns(conn: Connection, oids: list[int]) -> dict[int, dict[str, ColumnInfo]]:
+    found: dict[int, dict[str, ColumnInfo]] = {oid: {} for oid in oids}
+    for row in conn.execute(text(_columns_sql(features(conn))), {"oids": oids}):
+        found[int(row[0])][row[1]] = _column(row)
+    return found
+
+
+def columns(conn: Connection, oid: int) -> dict[str, ColumnInfo]:
+    """Every column's nullability, by name."""
+    return _read_columns(conn, [oid])[oid]
+
+
+def column(conn: Connection, oid: int, name: str) -> ColumnInfo | None:
+    """One column's nullability, None when the table has no such column."""
+    return _read_columns(conn, [oid])[oid].get(name)
+
+
+def column_not_null(conn: Connection, oid: int, name: str) -> bool | None:
+    """True when the column is NOT NULL and validated, None when there is no such column."""
+    info = column(conn, oid, name)
+    return None if info is None else info.not_null
+
+
+def not_null_sql(conn: Connection, attribute: str = "a") -> str:
+    """A SQL expression over a ``pg_attribute`` alias: NOT NULL and validated, on this major."""
+    if not features(conn).native_not_null:
+        return f"{attribute}.attnotnull"
+    return (f"({attribute}.attnotnull AND NOT EXISTS (SELECT 1 FROM pg_constraint nn "
+            f"WHERE nn.conrelid = {attribute}.attrelid AND nn.contype = 'n' "
+            f"AND nn.conkey[1] = {attribute}.attnum AND NOT nn.convalidated))")
+
+
+# --------------------------------------------------------------------------- constraints
+
+_CONSTRAINTS_SQL = (
+    "SELECT c.conrelid, c.oid, c.conname, c.contype, c.convalidated, pg_get_constraintdef(c.oid), "
+    "CASE WHEN c.contype = 'c' THEN pg_get_expr(c.conbin, c.conrelid) END, "
+    "ARRAY(SELECT a.attname FROM unnest(c.conkey) WITH ORDINALITY k(n, i) "
+    "  JOIN pg_attribute a ON a.attrelid = c.conrelid AND a.attnum = k.n ORDER BY k.i), "
+    "c.confrelid, "
+    "ARRAY(SELECT a.attname FROM unnest(c.confkey) WITH ORDINALITY k(n, i) "
+    "  JOIN pg_attribute a ON a.attrelid = c.confrelid AND a.attnum = k.n ORDER BY k.i), "
+    "c.confdeltype, c.confupdtype, c.confmatchtype, c.condeferrable, c.condeferred, "
+    "rn.nspname, r.relname "
+    "FROM pg_constraint c LEFT JOIN pg_class r ON r.oid = c.confrelid "
+    "LEFT JOIN pg_namespace rn ON rn.oid = r.relnamespace "
+)
+
+
+def _constraint(row: Any) -> ConstraintState:
+    (_, oid, name, contype, validated, definition, expression, columns, confrelid, fcolumns,
+     deltype, updtype, matchtype, deferrable, deferred, rschema, rname) = row
+    fk = None
+    if contype == "f":
+        fk = ForeignKeyState(tuple(columns), int(confrelid), tuple(fcolumns), deltype, updtype,
+                             matchtype, bool(deferrable), bool(deferred), rschema or "",
+                             rname or "")
+    return ConstraintState(CONSTRAINT_KINDS.get(contype, contype), bool(validated),
+                           definition.removesuffix(" NOT VALID"), int(oid), name, expression,
+                           tuple(columns or ()), fk)
+
+
 def constraint(conn: Connection, oid: int, name: str) -> ConstraintState | None:
-    row = conn.execute(
-        text(
-            "SELECT c.oid, c.conname, c.contype, c.convalidated, pg_get_constraintdef(c.oid) "
-            "FROM pg_constraint c WHERE c.conrelid = :rel AND c.conname = :name"
-        ),
-        {"rel": oid, "name": name},
-    ).one_or_none()
-    if row is None:
-        return None
-    definition = row[4].removesuffix(" NOT VALID")
-    return ConstraintState(int(row[0]), row[1], row[2], bool(row[3]), definition)
+    row = conn.execute(text(_CONSTRAINTS_SQL + "WHERE c.conrelid = :rel AND c.conname = :name"),
+                       {"rel": oid, "name": name}).one_or_none()
+    return None if row is None else _constraint(row)
 
 
-def column_not_null(conn: Connection, oid: int, column: str) -> bool | None:
-    """True/False for an existing column, None when the table has no such column."""
-    return conn.execute(
-        text(
-            "SELECT attnotnull FROM pg_attribute "
-            "WHERE attrelid = :rel AND attname = :col AND attnum > 0 AND NOT attisdropped"
-        ),
-        {"rel": oid, "col": column},
-    ).scalar()
+def constraints(conn: Connection, oid: int, kinds: Iterable[str] = ()) -> list[ConstraintState]:
+    """The table's constraints, by name; only ``kinds`` (e.g. ``"CHECK"``) when given."""
+    codes = [_CONTYPES[k] for k in kinds]
+    rows = conn.execute(text(
+        _CONSTRAINTS_SQL + "WHERE c.conrelid = :rel AND (cardinality(CAST(:codes AS text[])) = 0 "
+        "OR c.contype::text = ANY(CAST(:codes AS text[]))) ORDER BY c.conname"),
+        {"rel": oid, "codes": codes})
+    return [_constraint(r) for r in rows]
+
+
+def foreign_key_state(conn: Connection, constraint_oid: int) -> ForeignKeyState:
+    """The structure of one foreign key (columns, referent, actions, deferrability, match)."""
+    row = conn.execute(text(_CONSTRAINTS_SQL + "WHERE c.oid = :oid AND c.contype = 'f'"),
+                       {"oid": constraint_oid}).one()
+    state = _constraint(row)
+    assert state.foreign_key is not None
+    return state.foreign_key
+
+
+@dataclass(frozen=True)
+class Referrer:
+    """A foreign key pointing at a table: its name, child table and structure."""
+
+    name: str
+    child_oid: int
+    foreign_key: ForeignKeyState
+
+
+def referrers(conn: Connection, oid: int) -> list[Referrer]:
+    """Every top-level foreign key onto ``oid`` (NOT VALID and self-references included)."""
+    rows = conn.execute(text(_CONSTRAINTS_SQL + "WHERE c.contype = 'f' AND c.confrelid = :oid "
+                             "AND c.conparentid = 0 ORDER BY c.conname"), {"oid": oid})
+    found = []
+    for row in rows:
+        state = _constraint(row)
+        assert state.foreign_key is not None
+        found.append(Referrer(state.name, int(row[0]), state.foreign_key))
+    return found
 
 
 def primary_key(conn: Connection, oid: int) -> list[str]:
     """Primary key columns in key order; empty when the table has none."""
-    rows = conn.execute(
-        text(
-            "SELECT a.attname FROM pg_index i "
-            "CROSS JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS k(attnum, pos) "
-            "JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum "
-            "WHERE i.indrelid = :rel AND i.indisprimary ORDER BY k.pos"
-        ),
-        {"rel": oid},
-    ).scalars()
-    return list(rows)
+    state = next((s for s in constraints(conn, oid, ["PRIMARY KEY"])), None)
+    return list(state.columns) if state is not None else []
 
 
-def foreign_key_state(conn: Connection, constraint_oid: int) -> ForeignKeyState:
-    row = conn.execute(
-        text(
-            "SELECT ARRAY(SELECT a.attname FROM unnest(c.conkey) WITH ORDINALITY k(n, i) "
-            "  JOIN pg_attribute a ON a.attrelid = c.conrelid AND a.attnum = k.n ORDER BY k.i), "
-            "c.confrelid, "
-            "ARRAY(SELECT a.attname FROM unnest(c.confkey) WITH ORDINALITY k(n, i) "
-            "  JOIN pg_attribute a ON a.attrelid = c.confrelid AND a.attnum = k.n ORDER BY k.i), "
-            "c.confdeltype, c.confupdtype, c.confmatchtype "
-            "FROM pg_constraint c WHERE c.oid = :oid"
-        ),
-        {"oid": constraint_oid},
-    ).one()
-    return ForeignKeyState(tuple(row[0]), int(row[1]), tuple(row[2]), row[3], row[4], row[5])
+# --------------------------------------------------------------------------- in bulk
+
+
+def table_infos(conn: Connection, tables: Sequence[TableName]) -> dict[TableName, TableInfo | None]:
+    """Columns and constraints of every table in ``tables``, in three round trips in all.
+
+    None for a table that does not exist. What the audit decides from this is
+    decided in memory, so its catalog cost does not grow with the rule count.
+    """
+    oids = table_oids(conn, list(dict.fromkeys(tables)))
+    infos: dict[int, TableInfo] = {oid: TableInfo(oid, t) for t, oid in oids.items()
+                                   if oid is not None}
+    if infos:
+        for oid, columns in _read_columns(conn, list(infos)).items():
+            infos[oid].columns = columns
+        for row in conn.execute(text(_CONSTRAINTS_SQL + "WHERE c.conrelid = ANY("
+                                     "CAST(:oids AS oid[])) ORDER BY c.conname"),
+                                {"oids": list(infos)}):
+            state = _constraint(row)
+            infos[int(row[0])].constraints[state.name] = state
+    return {t: (infos[oid] if oid is not None else None) for t, oid in oids.items()}
 
 
 def foreign_key_timing(conn: Connection, constraint_oid: int) -> tuple[bool, bool]:
-    """(DEFERRABLE, INITIALLY DEFERRED) of a constraint."""
-    row = conn.execute(
-        text("SELECT condeferrable, condeferred FROM pg_constraint WHERE oid = :oid"),
-        {"oid": constraint_oid},
-    ).one()
-    return bool(row[0]), bool(row[1])
+    """(DEFERRABLE, INITIALLY DEFERRED) of a foreign key."""
+    state = foreign_key_state(conn, constraint_oid)
+    return state.deferrable, state.initially_deferred
 
 
 def constraints_of(conn: Connection, rel_oid: int, contype: str) -> list[ConstraintState]:
     """Every constraint of one type (``c``, ``f``...) on a table, by name."""
-    rows = conn.execute(
-        text(
-            "SELECT c.oid, c.conname, c.contype, c.convalidated, pg_get_constraintdef(c.oid) "
-            "FROM pg_constraint c WHERE c.conrelid = :rel AND c.contype = :type "
-            "ORDER BY c.conname"
-        ),
-        {"rel": rel_oid, "type": contype},
-    )
-    return [ConstraintState(int(r[0]), r[1], r[2], bool(r[3]), r[4].removesuffix(" NOT VALID"))
-            for r in rows]
+    return constraints(conn, rel_oid, [CONSTRAINT_KINDS[contype]])
 
 
 def quoted_columns(columns: list[str] | tuple[str, ...]) -> str:
@@ -144,9 +388,6 @@ def quoted_columns(columns: list[str] | tuple[str, ...]) -> str:
 
 # --- partitioned tables ------------------------------------------------------------------
 # Reads for operations/partitions.py. What differs by version is decided here.
-
-FK_NOT_VALID_ON_PARTITIONED = 180000  # before 18: "cannot add NOT VALID foreign key on ..."
-
 
 @dataclass(frozen=True)
 class LeafConstraint:
@@ -159,7 +400,7 @@ class LeafConstraint:
 
 
 def server_version_num(conn: Connection) -> int:
-    return int(conn.execute(text("SELECT current_setting('server_version_num')")).scalar_one())
+    return features(conn).version_num
 
 
 def is_partitioned(conn: Connection, oid: int) -> bool:
@@ -170,7 +411,7 @@ def is_partitioned(conn: Connection, oid: int) -> bool:
 
 def fk_not_valid_on_partitioned(conn: Connection) -> bool:
     """PostgreSQL 18 accepts ``ADD FOREIGN KEY ... NOT VALID`` on a partitioned table."""
-    return server_version_num(conn) >= FK_NOT_VALID_ON_PARTITIONED
+    return features(conn).fk_not_valid_on_partitioned
 
 
 # Every leaf under :root (any depth, any schema), in a stable order (path of names), and on
@@ -221,15 +462,15 @@ ORDER BY t.path
 
 def leaf_constraints(conn: Connection, root: int, name: str) -> list[LeafConstraint]:
     """The leaf partitions of ``root`` with their copy of constraint ``name`` (see _LEAVES)."""
-    leaves = []
-    for row in conn.execute(text(_LEAVES), {"root": root, "name": name}):
-        state = None
-        if row[3] is not None:
-            state = ConstraintState(int(row[3]), row[4], row[5], bool(row[6]),
-                                    row[7].removesuffix(" NOT VALID"))
-        leaves.append(LeafConstraint(TableName(row[1], row[0]), int(row[2]), state,
-                                     bool(row[8])))
-    return leaves
+    rows = conn.execute(text(_LEAVES), {"root": root, "name": name}).all()
+    oids = [int(row[3]) for row in rows if row[3] is not None]
+    states = {}
+    if oids:  # the whole state (a foreign key's structure too), as every other read gives it
+        states = {s.oid: s for s in map(_constraint, conn.execute(text(
+            _CONSTRAINTS_SQL + "WHERE c.oid = ANY(CAST(:oids AS oid[]))"), {"oids": oids}))}
+    return [LeafConstraint(TableName(row[1], row[0]), int(row[2]),
+                           states.get(int(row[3])) if row[3] is not None else None,
+                           bool(row[8])) for row in rows]
 
 
 @dataclass(frozen=True)
@@ -322,7 +563,7 @@ def relation_locks(conn: Connection, relations: list[TableName | int],
 
 
 @dataclass(frozen=True)
-class ColumnInfo:
+class ColumnType:
     """A column as repair and restore need it: its name and its exact type as SQL."""
 
     name: str
@@ -333,7 +574,7 @@ class ColumnInfo:
     identity_always: bool
 
 
-def table_columns(conn: Connection, oid: int) -> list[ColumnInfo]:
+def table_columns(conn: Connection, oid: int) -> list[ColumnType]:
     """The live columns of a table in attribute order, with their types."""
     rows = conn.execute(
         text(
@@ -346,7 +587,7 @@ def table_columns(conn: Connection, oid: int) -> list[ColumnInfo]:
         ),
         {"rel": oid},
     ).all()
-    return [ColumnInfo(r[0], r[1], bool(r[2]), bool(r[3])) for r in rows]
+    return [ColumnType(r[0], r[1], bool(r[2]), bool(r[3])) for r in rows]
 
 
 def inheritance_children(conn: Connection, oid: int) -> list[int]:

@@ -25,6 +25,7 @@ from typing import Any
 from sqlalchemy import Connection, text
 
 from . import raw
+from .catalog import CONSTRAINT_KINDS, ConstraintState, not_null_sql
 from .identifiers import quote
 
 __all__ = [
@@ -47,8 +48,6 @@ _USER_SCHEMAS = ("n.nspname NOT LIKE 'pg!_%' ESCAPE '!' AND n.nspname <> 'inform
                  f"AND n.nspname <> '{LOG_SCHEMA}'")
 _RELKINDS = {"r": "table", "p": "partitioned table", "v": "view", "m": "materialized view",
              "S": "sequence", "f": "foreign table"}
-_CONTYPES = {"c": "CHECK", "f": "FOREIGN KEY", "p": "PRIMARY KEY", "u": "UNIQUE",
-             "x": "EXCLUDE", "t": "TRIGGER", "n": "NOT NULL"}
 
 
 @dataclass(frozen=True)
@@ -60,19 +59,11 @@ class RelationState:
 @dataclass(frozen=True)
 class ColumnState:
     type: str
-    not_null: bool
+    not_null: bool  # and validated (PostgreSQL 18 sets attnotnull for a NOT VALID one too)
     default: str | None
     identity: str
     generated: str
     position: int = field(compare=False)
-
-
-@dataclass(frozen=True)
-class ConstraintState:
-    kind: str
-    validated: bool
-    definition: str
-    oid: int = field(compare=False)
 
 
 @dataclass(frozen=True)
@@ -162,7 +153,7 @@ def take_relations(conn: Connection, oids: list[int], *, whole: SchemaSnapshot |
     now. Schemas and enum types are read too unless ``whole`` already holds them
     (they change only through DDL on schemas and types).
     """
-    parts = [("r", _RELATIONS_SQL), ("c", _COLUMNS_SQL), ("k", _CONSTRAINTS_SQL),
+    parts = [("r", _RELATIONS_SQL), ("c", _columns_sql(conn)), ("k", _CONSTRAINTS_SQL),
              ("i", _INDEXES_SQL)]
     selects = ["SELECT 'a', json_build_array(wanted.oid) FROM wanted"]
     for tag, (select, rest, column) in parts:
@@ -218,7 +209,7 @@ _RELATIONS_SQL = ("n.nspname, c.relname, c.relkind, c.oid",
                   "FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
                   f"WHERE c.relkind IN ('r', 'p', 'v', 'm', 'S', 'f') AND {_USER_SCHEMAS}", "c.oid")
 _COLUMNS_SQL = ("n.nspname, c.relname, a.attname, format_type(a.atttypid, a.atttypmod), "
-                "a.attnotnull, pg_get_expr(d.adbin, d.adrelid), a.attidentity, a.attgenerated, "
+                "{not_null}, pg_get_expr(d.adbin, d.adrelid), a.attidentity, a.attgenerated, "
                 "a.attnum",
                 "FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid "
                 "JOIN pg_namespace n ON n.oid = c.relnamespace "
@@ -251,8 +242,8 @@ def _column_entry(r: Sequence[Any]) -> tuple[Key, ColumnState]:
 
 
 def _constraint_entry(r: Sequence[Any]) -> tuple[Key, ConstraintState]:
-    return (r[0], r[1], r[2]), ConstraintState(_CONTYPES.get(r[3], str(r[3])), bool(r[4]), r[5],
-                                               int(r[6]))
+    return (r[0], r[1], r[2]), ConstraintState(CONSTRAINT_KINDS.get(r[3], str(r[3])), bool(r[4]),
+                                               r[5].removesuffix(" NOT VALID"), int(r[6]), r[2])
 
 
 def _index_entry(r: Sequence[Any]) -> tuple[Key, IndexState]:
@@ -279,7 +270,13 @@ def _relations(conn: Connection, oids: list[int] | None = None) -> dict[Key, Rel
 
 
 def _columns(conn: Connection, oids: list[int] | None = None) -> dict[Key, ColumnState]:
-    return dict(_column_entry(r) for r in _read_part(conn, _COLUMNS_SQL, oids))
+    return dict(_column_entry(r) for r in _read_part(conn, _columns_sql(conn), oids))
+
+
+def _columns_sql(conn: Connection) -> tuple[str, str, str]:
+    """The column read, with NOT NULL meaning "and validated" on this server's major."""
+    select, rest, column = _COLUMNS_SQL
+    return select.replace("{not_null}", not_null_sql(conn, "a")), rest, column
 
 
 def _constraints(conn: Connection, oids: list[int] | None = None) -> dict[Key, ConstraintState]:

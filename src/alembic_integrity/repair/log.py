@@ -46,7 +46,7 @@ from ..errors import (
     sqlstate,
 )
 from ..pg import catalog, raw
-from ..pg.catalog import ColumnInfo
+from ..pg.catalog import ColumnType
 from ..pg.identifiers import TableName, check_length, quote, truncated_name
 from ..pg.locks import LockNeed, is_lock_error, with_lock_retries
 from ..settings import Settings
@@ -123,7 +123,7 @@ class TableInfo:
     name: str
     pk: tuple[str, ...]
     pk_constraint: str | None
-    columns: tuple[ColumnInfo, ...]
+    columns: tuple[ColumnType, ...]
     only: bool = False
     partitioned: bool = False
 
@@ -144,7 +144,7 @@ class TableInfo:
     def names(self) -> tuple[str, ...]:
         return tuple(c.name for c in self.columns)
 
-    def column(self, name: str) -> ColumnInfo | None:
+    def column(self, name: str) -> ColumnType | None:
         return next((c for c in self.columns if c.name == name), None)
 
     def pk_json(self, alias: str) -> str:

@@ -35,7 +35,7 @@ from sqlalchemy import Connection, Engine
 
 from ..errors import CatalogError
 from ..pg import catalog, raw
-from ..pg.catalog import ColumnInfo
+from ..pg.catalog import ColumnType
 from ..pg.identifiers import TableName, quote
 from ..pg.progress import Progress, ProgressCallback
 from ..settings import Settings
@@ -159,7 +159,7 @@ class Shapes:
 
     table: TableInfo
     image: str
-    image_columns: dict[str, ColumnInfo]
+    image_columns: dict[str, ColumnType]
 
     def shared(self, names: Sequence[str]) -> list[str]:
         return [n for n in names if n in self.image_columns]

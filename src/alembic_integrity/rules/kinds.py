@@ -72,15 +72,36 @@ class NotNullRule:
 
     @property
     def name(self) -> str:
-        """The helper CHECK that carries the rule while it is validated."""
+        """PostgreSQL's own name for the column's NOT NULL (18+: the constraint we add)."""
         return truncated_name(f"{self.table.name}_{self.column}", "_not_null")
+
+    @property
+    def helper_name(self) -> str:
+        """The helper CHECK that carries the rule while it is validated (before 18).
+
+        It ends in ``_nn_helper``, a suffix PostgreSQL never gives a constraint
+        (its own end in ``_check``, ``_not_null``, ``_key``, ``_pkey``,
+        ``_fkey`` or ``_excl``, maybe followed by digits), so it cannot collide
+        with the name PostgreSQL 18 picks for the NOT NULL itself.
+        """
+        return truncated_name(f"{self.table.name}_{self.column}", "_nn_helper")
+
+    @property
+    def legacy_helper_name(self) -> str:
+        """The helper's name in earlier releases; a run that stopped then resumes from it."""
+        return self.name
 
     @property
     def condition(self) -> str:
         return f"{quote(self.column)} IS NOT NULL"
 
-    def as_check(self) -> CheckRule:
-        return CheckRule(self.name, self.table, self.condition)
+    def as_check(self, name: str | None = None) -> CheckRule:
+        return CheckRule(name or self.helper_name, self.table, self.condition)
+
+    def add_native_sql(self) -> str:
+        """PostgreSQL 18+: the NOT NULL itself, NOT VALID, under its default name."""
+        return (f"ALTER TABLE {self.table.sql} ADD CONSTRAINT {quote(self.name)} "
+                f"NOT NULL {quote(self.column)} NOT VALID")
 
     def violation_sql(self, alias: str = "t") -> str:
         return f"{quote(self.column)} IS NULL"

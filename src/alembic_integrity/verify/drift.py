@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import CheckConstraint, Connection, MetaData, text
+from sqlalchemy import CheckConstraint, Connection, MetaData
 
 from ..compat import is_type_bound
 from ..errors import IntegrityError
@@ -67,16 +67,25 @@ def _table_drift(conn: Connection, table: TableName, declared: DeclaredRules,
 def _rule_drift(conn: Connection, oid: int, rule: Rule,
                 claimed: set[tuple[TableName, str]]) -> str | None:
     if isinstance(rule, NotNullRule):
-        not_null = catalog.column_not_null(conn, oid, rule.column)
-        if not_null is None:
-            return f"{rule.table}.{rule.column}: the column does not exist"
-        return None if not_null else (f"{rule.table}.{rule.column}: the models declare NOT "
-                                      "NULL, the database allows NULL")
+        return _not_null_drift(conn, oid, rule)
     if isinstance(rule, CheckRule):
         return _check_drift(conn, oid, rule, claimed)
     if isinstance(rule, ForeignKeyRule):
         return _foreign_key_drift(conn, oid, rule, claimed)
     return None  # expectations are audit-only, never constraints
+
+
+def _not_null_drift(conn: Connection, oid: int, rule: NotNullRule) -> str | None:
+    column = catalog.column(conn, oid, rule.column)
+    where = f"{rule.table}.{rule.column}"
+    if column is None:
+        return f"{where}: the column does not exist"
+    if column.not_null:
+        return None
+    if column.not_null_constraint is not None:
+        return (f"{where}: NOT NULL {column.not_null_constraint} is NOT VALID in the database "
+                "(never validated)")
+    return f"{where}: the models declare NOT NULL, the database allows NULL"
 
 
 def _where(rule: CheckRule | ForeignKeyRule) -> str:
@@ -108,14 +117,15 @@ def _renamed(conn: Connection, oid: int, rule: CheckRule | ForeignKeyRule,
 
 def _check_drift(conn: Connection, oid: int, rule: CheckRule,
                  claimed: set[tuple[TableName, str]]) -> str | None:
-    wanted = rule_compare.normalized_check(conn, rule)
     live = rule_compare.live_constraint(conn, oid, rule)
+    verdict = rule_compare.check_verdict(conn, rule, live)
+    wanted = f"CHECK ({verdict.wanted})"
     where = _where(rule)
     if live is None:
         renamed = _renamed(conn, oid, rule, claimed) if rule.named else None
         return renamed or f"{where}: missing in the database (models: {wanted})"
     _claim(rule, live, claimed)
-    if live.contype != "c" or live.definition != wanted:
+    if not verdict.same:
         return f"{where} differs: models {wanted}, database {live.definition}"
     return None if live.validated else f"{where}: NOT VALID in the database (never validated)"
 
@@ -147,14 +157,13 @@ def _extra_rules(conn: Connection, table: Any, declared: DeclaredRules, result: 
     known |= {getattr(r, "name", None) for r in declared.for_table(name)
               if not isinstance(r, NotNullRule) and getattr(r, "named", True)}
     known |= {live for owner, live in claimed if owner == name}
-    rows = conn.execute(text(
-        "SELECT conname, pg_get_constraintdef(oid) FROM pg_constraint "
-        "WHERE conrelid = :oid AND contype IN ('c', 'f') ORDER BY conname"), {"oid": oid})
+    lives = catalog.constraints(conn, oid, ["CHECK", "FOREIGN KEY"])
     type_checks = _type_check_definitions(conn, name, table)
-    for conname, definition in rows:
-        if conname not in known and definition.removesuffix(" NOT VALID") not in type_checks:
-            result.extra.append(f"{definition.split(' (')[0]} {conname} on {name}: in the "
-                                f"database, not in the models ({definition})")
+    forms = rule_compare.normalized_live_checks(conn, name, lives) if type_checks else {}
+    for live in lives:
+        if live.name not in known and forms.get(live.name) not in type_checks:
+            result.extra.append(f"{live.kind} {live.name} on {name}: in the "
+                                f"database, not in the models ({live.definition})")
     nullable = {c.name for c in table.columns if c.nullable and not c.primary_key}
     for column in sorted(nullable):
         if catalog.column_not_null(conn, oid, column):

@@ -22,9 +22,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from sqlalchemy import Engine, MetaData, text
+from sqlalchemy import Engine, MetaData
 
 from ..errors import ConfigurationError, IntegrityError
+from ..pg import catalog
 from ..pg.database import shown
 from ..rules.metadata import load_metadata
 
@@ -187,11 +188,7 @@ def _first_line(err: BaseException) -> str:
 def require_empty(engine: Engine) -> None:
     """Verify downgrades to base: never let it near a database that holds anything."""
     with engine.connect() as conn:
-        names = conn.execute(text(
-            "SELECT n.nspname || '.' || c.relname FROM pg_class c "
-            "JOIN pg_namespace n ON n.oid = c.relnamespace "
-            "WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f') AND n.nspname NOT LIKE 'pg!_%' "
-            "ESCAPE '!' AND n.nspname <> 'information_schema' ORDER BY 1 LIMIT 6")).scalars().all()
+        names = catalog.user_relations(conn, 6)
     if names:
         listed = ", ".join(names[:5]) + (", ..." if len(names) > 5 else "")
         raise ConfigurationError(

@@ -176,6 +176,25 @@ class ThrowawayServer:
     def __repr__(self) -> str:
         return f"<ThrowawayServer mode={self.mode} url={self._url!r} pid={self.pid}>"
 
+    @contextmanager
+    def standby(self) -> Iterator[str]:
+        """A streaming hot standby of this server for the block; yields its URL.
+
+        Local mode only (``pg_basebackup`` must be next to ``initdb``). Use
+        :func:`.standby.wait_replayed` to wait until it has caught up.
+        """
+        from .standby import StandbyCluster
+
+        if self._local is None or self._url is None:
+            raise ServerUnavailable("a standby needs a running local throwaway server "
+                                    "(not Docker)")
+        cluster = StandbyCluster(self._local, self.startup_timeout, {})
+        try:
+            yield cluster.start()
+        finally:
+            cluster.reap()
+            cluster.remove()
+
     # -- choosing ------------------------------------------------------------------
 
     def _choose_mode(self) -> str:
