@@ -451,3 +451,24 @@ def test_a_repair_batch_given_its_table_waits_for_a_long_holder(items: Engine) -
     message = str(err.value)
     assert f"pid {holder.pid} holds ShareLock on items" in message
     assert "the lock was never requested" in message and "the repair resumes" in message
+
+
+def test_repair_batches_look_before_they_lock(items: Engine) -> None:
+    """``repair --apply`` behind a long SHARE holder: no batch queues, nothing is changed,
+    and the error names the blocker; once it is gone the same repair goes through."""
+    from alembic_integrity.repair import repair
+    from alembic_integrity.rules.kinds import CheckRule
+    from alembic_integrity.rules.metadata import DeclaredRules
+    from alembic_integrity.rules.policies import SetValue
+
+    sql(items, "UPDATE items SET qty = -qty WHERE id <= 10")
+    rule = CheckRule("ck_items_qty", TableName("items"), "qty > 0",
+                     (SetValue(column="qty", value=1),))
+    declared = DeclaredRules(rules=[rule])
+    with Holder(items, "items", "SHARE") as holder, pytest.raises(LockRetriesExhausted) as err:
+        repair(items, declared, apply=True, settings=Settings(lock_wait_ms=300))
+    assert f"pid {holder.pid} holds ShareLock on items" in str(err.value)
+    assert sql(items, "SELECT count(*) FROM items WHERE qty <= 0") == [(10,)]
+    result = repair(items, declared, apply=True)
+    assert sql(items, "SELECT count(*) FROM items WHERE qty <= 0") == [(0,)]
+    assert result.exit_code == 0

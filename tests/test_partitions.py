@@ -294,7 +294,7 @@ def test_interrupted_at_a_locked_partition_resumes_there(
         with pytest.raises(LockRetriesExhausted, match="partition 9/12"):
             run_ops(events, lambda op: op.ensure_check_constraint(
                 "ck_events_qty", "Events", "qty > 0", schema="Sales",
-                lock_timeout="100ms", retries=0))
+                lock_timeout="100ms", retries=0, lock_wait="300ms"))
         blocker.rollback()
     state = tree_constraints(events)
     oids = {rel: oid for (rel, name), (oid, _, _) in state.items() if name == "ck_events_qty"}

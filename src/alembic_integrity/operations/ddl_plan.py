@@ -58,7 +58,7 @@ class Plan:
         return not self.steps
 
 
-def _add_locks(rule: CheckRule | ForeignKeyRule, replace: bool) -> tuple[LockNeed, ...]:
+def add_locks(rule: CheckRule | ForeignKeyRule, replace: bool) -> tuple[LockNeed, ...]:
     """ADD CHECK and any DROP CONSTRAINT: ACCESS EXCLUSIVE on the table. ADD FOREIGN KEY
     alone: SHARE ROW EXCLUSIVE on both tables (readers may go on); dropping an old key
     also takes ACCESS EXCLUSIVE on its referent."""
@@ -76,16 +76,21 @@ def _add(rule: CheckRule | ForeignKeyRule, replace: bool) -> Step:
     purpose = f"replace {rule.label} (NOT VALID)" if replace else f"add {rule.label} (NOT VALID)"
     fk_add = isinstance(rule, ForeignKeyRule) and not replace
     drop = () if fk_add else (drop_constraint_sql(rule.table, rule.name),)
-    return Step(purpose, (*drop, rule.add_sql()), rule=rule, locks=_add_locks(rule, replace))
+    return Step(purpose, (*drop, rule.add_sql()), rule=rule, locks=add_locks(rule, replace))
 
 
-def _validate(rule: CheckRule | ForeignKeyRule, shown: Rule | None = None) -> Step:
+def validate_locks(rule: Rule) -> tuple[LockNeed, ...]:
+    """VALIDATE: SHARE UPDATE EXCLUSIVE on the table (writers go on), ROW SHARE on a referent."""
     locks: tuple[LockNeed, ...] = (LockNeed(rule.table, SHARE_UPDATE_EXCLUSIVE),)
     if isinstance(rule, ForeignKeyRule):
         locks += (LockNeed(rule.referent, ROW_SHARE),)
+    return locks
+
+
+def _validate(rule: CheckRule | ForeignKeyRule, shown: Rule | None = None) -> Step:
     return Step(f"validate {rule.label}", (validate_sql(rule.table, rule.name),),
                 kind="validate", rule=shown or rule, validates=(rule.table, rule.name),
-                locks=locks)
+                locks=validate_locks(rule))
 
 
 def _add_then_validate(rule: CheckRule | ForeignKeyRule, action: str, detail: str) -> Plan:

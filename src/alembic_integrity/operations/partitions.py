@@ -28,9 +28,11 @@ from sqlalchemy import Connection
 
 from ..errors import ValidationFailed
 from ..pg import catalog
+from ..pg.identifiers import TableName
+from ..pg.locks import LockNeed
 from ..rules import compare as rule_compare
 from ..rules.kinds import ForeignKeyRule, Rule, drop_constraint_sql, validate_sql
-from .ddl_plan import Plan, Step
+from .ddl_plan import Plan, Step, add_locks, validate_locks
 
 log = logging.getLogger("alembic_integrity")
 
@@ -66,7 +68,7 @@ def split_validate(conn: Connection, step: Step) -> list[Step]:
             f"validate {name} on partition {position}/{len(leaves)} {leaf.table}",
             (validate_sql(leaf.table, leaf.constraint.name),),
             kind="validate", rule=_scoped(step.rule, leaf), position=position,
-            total=len(leaves)))
+            total=len(leaves), locks=_on_leaf(step.locks, table, leaf.table)))
     log.info("  %s: %d partition(s), %d already valid, %d to check one at a time",
              step.purpose, len(leaves), len(leaves) - len(steps), len(steps))
     parent = catalog.constraint(conn, oid, name)
@@ -74,6 +76,13 @@ def split_validate(conn: Connection, step: Step) -> list[Step]:
         steps.append(dataclasses.replace(
             step, purpose=f"{step.purpose} on {table} (every partition valid: no scan)"))
     return steps
+
+
+def _on_leaf(locks: tuple[LockNeed, ...], table: TableName, leaf: TableName
+             ) -> tuple[LockNeed, ...]:
+    """The parent step's lock needs, with the partition in place of the parent table."""
+    return tuple(LockNeed(leaf, need.mode) if need.relation == table else need
+                 for need in locks)
 
 
 def _scoped(rule: Rule | None, leaf: catalog.LeafConstraint) -> Rule | None:
@@ -121,13 +130,14 @@ def plan_foreign_key(conn: Connection, rule: ForeignKeyRule) -> Plan | None:
         adds.append(on_leaf.add_sql())
     steps = []
     if adds:
+        replaces = len(adds) > len(leaves) - kept  # some leaves drop an older key first
         steps.append(Step(f"add {rule.label} (NOT VALID) on {len(leaves) - kept} partition(s)",
-                          tuple(adds), rule=rule))
+                          tuple(adds), rule=rule, locks=add_locks(rule, replaces)))
     steps.append(Step(f"validate {rule.label}", (), kind="validate", rule=rule,
-                      validates=(rule.table, rule.name)))
+                      validates=(rule.table, rule.name), locks=validate_locks(rule)))
     steps.append(Step(
         f"add {rule.label} on {rule.table}: adopts the partitions' validated keys, no scan",
-        (rule.add_sql().removesuffix(" NOT VALID"),)))
+        (rule.add_sql().removesuffix(" NOT VALID"),), locks=add_locks(rule, False)))
     action = "add" if live is None else "replace"
     detail = (f"partitioned table, PostgreSQL before 18: NOT VALID then VALIDATE on each of "
               f"{len(leaves)} partition(s) ({kept} already have it), then on the parent")

@@ -120,12 +120,13 @@ def _repair(bind: Engine | Connection, rules: Sequence[Rule], fks: Sequence[Fore
         for target in targets:
             for plan in target.plans():
                 plan.check()
-        validate(conn, targets)
+        settings = settings or Settings()
+        validate(conn, targets, settings)
         if not apply:
             dry_run(conn, targets, result)
         else:
             apply_all(conn, targets, log, result, batch_size=batch_size,
-                      settings=settings or Settings(), progress=progress)
+                      settings=settings, progress=progress)
         result.rules += skipped
     return result
 

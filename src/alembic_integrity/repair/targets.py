@@ -10,7 +10,11 @@ from sqlalchemy.exc import DBAPIError
 
 from ..errors import ConfigurationError, PredicateError, first_line, sqlstate
 from ..pg import raw
+from ..pg.locks import is_lock_error, with_lock_retries
 from ..rules.kinds import ForeignKeyRule, Rule
+from ..settings import Settings
+from .log import transaction
+from .plans import PolicyPlan
 from .result import RuleOutcome
 from .tables import Tables, Target
 
@@ -68,18 +72,32 @@ def probe(conn: Connection, targets: Sequence[Target]
     return usable, skipped
 
 
-def validate(conn: Connection, targets: Sequence[Target]) -> None:
+def validate(conn: Connection, targets: Sequence[Target], settings: Settings) -> None:
     """Have PostgreSQL parse and plan every policy's SQL before anything is written.
 
     Each plan's statements (its classification, and for an update its SET list)
     go through EXPLAIN, which parses, binds the values and plans without
     running. One rule the server rejects stops the whole run with one line:
-    nothing is written, no repair record is started.
+    nothing is written, no repair record is started. Planning an UPDATE locks
+    its table as writing would, so this looks at ``pg_locks`` and waits under
+    ``lock_timeout`` exactly as a batch does.
     """
     for target in targets:
         for plan in target.plans():
+            _explain(conn, target, plan, settings)
+
+
+def _explain(conn: Connection, target: Target, plan: PolicyPlan, settings: Settings) -> None:
+    doing = f"checking {plan.description}"
+
+    def explain(lock_timeout_ms: int) -> None:
+        with transaction(conn):
+            raw.execute(conn, f"SET LOCAL lock_timeout = '{lock_timeout_ms}ms'")
             for statement in plan.validation_sql():
-                query(conn, target, f"EXPLAIN {statement}", f"checking {plan.description}")
+                query(conn, target, f"EXPLAIN {statement}", doing)
+
+    with_lock_retries(explain, settings, f"repair {target.rule_id}: {doing}", conn=conn,
+                      needs=plan.locks, hint="nothing was written; run again when it is done")
 
 
 def has_violations(conn: Connection, target: Target) -> bool:
@@ -99,6 +117,8 @@ def query(conn: Connection, target: Target, sql: str, doing: str = "finding viol
     try:
         return raw.execute(conn, sql, target.params)
     except DBAPIError as err:
+        if is_lock_error(err):
+            raise  # a lock wait, retried by the caller: not the rule's fault
         raise PredicateError(
             f"rule {target.rule_id}: {doing}: PostgreSQL rejects the rule's SQL or a policy's "
             f"where/match/expression: {first_line(err)}; fix the declaration"

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from ...errors import ConfigurationError
 from ...pg import raw
 from ...pg.identifiers import TableName, quote
+from ...pg.locks import ROW_EXCLUSIVE, LockNeed
 from ...rules.kinds import ForeignKeyRule, NotNullRule, Rule
 from ...rules.policies import Policy
 from ..batch import Batch
@@ -230,13 +231,19 @@ class PolicyPlan:
         last = 0
         try:
             while True:
-                found = run_short(batch.conn, self.batch_sql(batch),
-                                  batch.settings, doing, params={**params, LAST: last})
+                found = run_short(batch.conn, self.batch_sql(batch), batch.settings, doing,
+                                  locks=self.locks, params={**params, LAST: last})
                 if not self._counted(batch, found):
                     return
                 last = int(next(n for action, _, n in found if action == "picked"))
         finally:
             raw.execute(batch.conn, f"DROP TABLE IF EXISTS pg_temp.{WORKLIST}")
+
+    @property
+    def locks(self) -> tuple[LockNeed, ...]:
+        """What a batch locks: its table, for writing. Looked at in ``pg_locks`` before each
+        attempt, so a batch never queues behind a long holder (and writers behind it)."""
+        return (LockNeed(self.table.oid, ROW_EXCLUSIVE),)
 
     def _counted(self, batch: Batch, found: Sequence[tuple[Any, ...]]) -> int:
         """Add one batch's counts; the number of worklist rows it took."""
