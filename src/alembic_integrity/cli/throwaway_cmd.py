@@ -117,7 +117,7 @@ def _run_child(argv: list[str], env: dict[str, str]) -> int:
 @click.option(
     "--docker/--no-docker",
     default=None,
-    help="Require (or forbid) a Docker container; default: Docker if it answers, else local.",
+    help="Require (or forbid) a Docker container; default: local binaries, else Docker.",
 )
 @click.option("--print-url", is_flag=True, help="Print the URL on stdout before running CMD.")
 @click.option("--dbname", default="postgres", show_default=True, help="Database of the URL.")

