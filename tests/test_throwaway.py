@@ -22,6 +22,8 @@ from alembic_integrity.pg.throwaway import (
     BINDIR_ENV,
     ThrowawayServer,
     find_bindir,
+    local,
+    template,
     throwaway_postgres,
 )
 
@@ -268,3 +270,61 @@ def test_bindir_discovery_finds_server_binaries(monkeypatch: pytest.MonkeyPatch)
     found = find_bindir()
     assert found is not None, "these tests need local PostgreSQL server binaries"
     assert (found / "initdb").exists() and (found / "postgres").exists()
+
+
+def _start_and_mark(marker: str | None = None) -> tuple[float, bool]:
+    """Start a server; (template flag, whether table ``marker`` existed); create it if given."""
+    with ThrowawayServer(docker=False) as server:
+        engine = sa.create_engine(server.url, poolclass=NullPool)
+        with engine.begin() as conn:
+            seen = marker is not None and conn.execute(
+                sa.text("select to_regclass(:t) is not null"), {"t": marker}).scalar_one()
+            if marker is not None:
+                conn.execute(sa.text(f"create table {marker} (id int)"))
+        engine.dispose()
+        base = server.base_dir
+        flag = server.timings["template"]
+    assert base is not None and not base.exists()
+    return flag, bool(seen)
+
+
+def test_template_is_cached_then_copied_and_each_copy_is_fresh(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(template.CACHE_ENV, str(tmp_path / "cache"))
+    assert _start_and_mark("left_by_the_first") == (0.0, False)  # initdb ran, then cached
+    entries = list((tmp_path / "cache" / "pg-templates").iterdir())
+    assert len(entries) == 1 and (entries[0] / "data" / "PG_VERSION").is_file()
+    assert _start_and_mark("left_by_the_first") == (1.0, False)  # copied, and it never ran
+    assert not list((tmp_path / "cache" / "pg-templates").glob(".staging-*"))
+
+
+def test_template_cache_off_or_broken_falls_back_to_initdb(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(template.CACHE_ENV, "off")
+    assert _start_and_mark() == (0.0, False)
+    assert _start_and_mark() == (0.0, False)
+    # a template directory without a cluster in it (e.g. emptied by hand) is not used
+    monkeypatch.setenv(template.CACHE_ENV, str(tmp_path))
+    bindir = find_bindir()
+    assert bindir is not None
+    key = template.template_key(bindir, local.INITDB_OPTIONS,
+                                local.run_as().uid if local.run_as() else os.getuid())
+    assert key is not None
+    (tmp_path / "pg-templates" / key / "data").mkdir(parents=True)
+    assert _start_and_mark() == (0.0, False)
+
+
+def test_templates_of_binaries_that_are_gone_are_pruned(tmp_path: Path) -> None:
+    root = tmp_path / "pg-templates"
+    gone = root / "0123456789abcdef0123"
+    (gone / "data").mkdir(parents=True)
+    (gone / "meta.json").write_text('{"bindir": "/nonexistent/bin", "key": "x"}')
+    stale = root / ".staging-old"
+    stale.mkdir()
+    os.utime(stale, (0, 0))
+    data = tmp_path / "cluster"
+    data.mkdir()
+    (data / "PG_VERSION").write_text("16\n")
+    template.store(root, "fedcba", data, tmp_path)
+    assert sorted(p.name for p in root.iterdir()) == ["fedcba"]
+    assert (root / "fedcba" / "data" / "PG_VERSION").read_text() == "16\n"
