@@ -275,8 +275,16 @@ class LocalCluster:
 
 
 def _make_base_dir(user: RunAs | None) -> Path:
-    """A fresh private directory the server user can reach, with room for a socket path."""
+    """A fresh private directory the server user can reach, with room for a socket path.
+
+    In memory (``/dev/shm``) when nobody chose ``TMPDIR`` and it has room: a throwaway
+    cluster needs no durability, and on a disk other jobs keep busy, the kernel's
+    write-back throttling makes copying the 30 MB template (or initdb) take seconds
+    instead of a fraction of one.
+    """
     roots = [Path(tempfile.gettempdir())]
+    if not os.environ.get("TMPDIR") and _roomy_tmpfs(_SHM):
+        roots.insert(0, _SHM)
     if Path("/tmp") not in roots and Path("/tmp").is_dir():
         roots.append(Path("/tmp"))
     for root in roots:
@@ -295,6 +303,18 @@ def _make_base_dir(user: RunAs | None) -> Path:
         " or not reachable by the server user); set TMPDIR to a short,"
         " world-traversable directory such as /tmp"
     )
+
+
+_SHM = Path("/dev/shm")
+_SHM_MIN_FREE = 2 << 30  # a small /dev/shm (Docker's default is 64 MB) is not used
+
+
+def _roomy_tmpfs(path: Path) -> bool:
+    try:
+        st = os.statvfs(path)
+    except OSError:
+        return False
+    return os.access(path, os.W_OK | os.X_OK) and st.f_bavail * st.f_frsize >= _SHM_MIN_FREE
 
 
 def _free_port() -> int:
