@@ -59,6 +59,8 @@ from typing import TYPE_CHECKING
 import pytest
 
 if TYPE_CHECKING:
+    import sqlalchemy as sa
+
     from ..verify import AlembicRunner, Step, VerifyReport
 
 TEST_URL_ENV = "ALEMBIC_INTEGRITY_TEST_URL"
@@ -141,6 +143,7 @@ def fresh_database(server_url: str, prefix: str = "test") -> Iterator[str]:
     quoted = admin.dialect.identifier_preparer.quote(name)
     try:
         with admin.connect() as conn:
+            _require_drop_force(conn)
             conn.execute(sa.text(f"CREATE DATABASE {quoted}"))
         try:
             yield server.set(database=name).render_as_string(hide_password=False)
@@ -149,6 +152,22 @@ def fresh_database(server_url: str, prefix: str = "test") -> Iterator[str]:
                 conn.execute(sa.text(f"DROP DATABASE IF EXISTS {quoted} WITH (FORCE)"))
     finally:
         admin.dispose()
+
+
+MIN_SERVER_VERSION_NUM = 130000
+
+
+def _require_drop_force(conn: sa.Connection) -> None:
+    """The databases are dropped ``WITH (FORCE)``, which PostgreSQL 13 introduced."""
+    import sqlalchemy as sa
+
+    from ..errors import ConfigurationError
+
+    number = int(conn.execute(sa.text("SHOW server_version_num")).scalar_one())
+    if number < MIN_SERVER_VERSION_NUM:
+        raise ConfigurationError(
+            f"the test server is PostgreSQL {number // 10000}; alembic-integrity's fixtures "
+            "need 13 or newer (they drop databases WITH (FORCE))")
 
 
 @pytest.fixture
