@@ -21,6 +21,7 @@ from alembic_integrity.errors import ServerUnavailable
 from alembic_integrity.pg.throwaway import (
     BINDIR_ENV,
     ThrowawayServer,
+    binaries,
     find_bindir,
     local,
     template,
@@ -328,3 +329,25 @@ def test_templates_of_binaries_that_are_gone_are_pruned(tmp_path: Path) -> None:
     template.store(root, "fedcba", data, tmp_path)
     assert sorted(p.name for p in root.iterdir()) == ["fedcba"]
     assert (root / "fedcba" / "data" / "PG_VERSION").read_text() == "16\n"
+
+
+def test_a_wheels_binaries_are_found_after_the_local_installation(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The [server] wheel is found by its package, without importing it; local comes first.
+
+    (.ci/demo-unprivileged shows the wheel being used where no local installation is.)
+    """
+    monkeypatch.delenv(BINDIR_ENV, raising=False)
+    local_bindir = find_bindir()
+    assert local_bindir is not None
+    package = tmp_path / "fake_pg_wheel"
+    bindir = package / "pginstall" / "bin"
+    bindir.mkdir(parents=True)
+    (package / "__init__.py").write_text("raise RuntimeError('must not be imported')\n")
+    for name in ("initdb", "postgres"):
+        (bindir / name).symlink_to(local_bindir / name)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(binaries, "WHEELS", (("fake_pg_wheel", "pginstall/bin"),))
+    assert binaries._wheel_bindir("fake_pg_wheel", "pginstall/bin") == bindir
+    assert binaries._wheel_bindir("no_such_wheel", "pginstall/bin") is None
+    assert find_bindir() == local_bindir
