@@ -2,7 +2,7 @@
 
 Usage::
 
-    .venv/bin/python bench/throwaway_startup.py [--runs 7]
+    .venv/bin/python bench/throwaway_startup.py [--runs 9]
 
 Prints a table and writes ``bench/results/throwaway_startup.json``. The runs alternate
 warm and cold, so both see the same machine load:
@@ -73,7 +73,7 @@ def one_run(cache_dir: Path | None) -> dict[str, float | str]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    parser.add_argument("--runs", type=int, default=7, help="runs of each kind (default 7)")
+    parser.add_argument("--runs", type=int, default=9, help="runs of each kind (default 9)")
     args = parser.parse_args()
 
     previous = os.environ.get(CACHE_ENV)
