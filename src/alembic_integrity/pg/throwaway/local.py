@@ -39,6 +39,10 @@ _SOCKET_PATH_MAX = 100  # sun_path is 104-108 bytes; keep a margin
 class LocalCluster:
     """One cluster: :meth:`start` it; :meth:`reap` stops it, :meth:`remove` deletes its files."""
 
+    from_template = True
+    """Whether the data directory may be a copy of the cached initdb template; a subclass
+    whose :meth:`_initdb` makes something else (a base backup) sets it False."""
+
     def __init__(self, bindir: Path, dbname: str, startup_timeout: float,
                  timings: dict[str, float]) -> None:
         self.bindir = bindir
@@ -98,7 +102,7 @@ class LocalCluster:
         ``timings["template"]`` is 1.0 when the template was copied, 0.0 when initdb ran.
         """
         data = base / "data"
-        root = template.cache_root()
+        root = template.cache_root() if self.from_template else None
         key = None
         if root is not None:
             key = template.template_key(self.bindir, INITDB_OPTIONS,

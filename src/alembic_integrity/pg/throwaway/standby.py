@@ -21,6 +21,8 @@ from .local import LocalCluster, _tail
 class StandbyCluster(LocalCluster):
     """A :class:`LocalCluster` made by a base backup of ``primary`` instead of ``initdb``."""
 
+    from_template = False  # its data directory is the base backup, never the template
+
     def __init__(self, primary: LocalCluster, startup_timeout: float,
                  timings: dict[str, float]) -> None:
         super().__init__(primary.bindir, primary.dbname, startup_timeout, timings)
