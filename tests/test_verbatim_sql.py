@@ -43,3 +43,18 @@ def test_online_check_with_percent_and_colon_is_stored_as_written(engine: Engine
     [(definition,)] = sql(engine, "SELECT pg_get_constraintdef(oid) FROM pg_constraint "
                                   "WHERE conname = 'ck_t_note'")
     assert "'50% off%'" in definition and "' :b'" in definition
+
+
+def test_names_with_percent_work_through_every_path(engine: Engine) -> None:
+    """Quoting never doubles ``%``: the name reaches PostgreSQL as written."""
+    sql(engine, 'CREATE SCHEMA "50% off"; '
+                'CREATE TABLE "50% off"."t%s" (id int PRIMARY KEY, note text)')
+    with engine.connect() as conn:
+        ctx = MigrationContext.configure(conn)
+        with ctx.begin_transaction():
+            op = Operations(ctx)
+            op.ensure_check_constraint("ck_pct%", "t%s", PREDICATE, schema="50% off")
+            op.ensure_not_null("t%s", "note", schema="50% off")
+    rows = sql(engine, "SELECT conname FROM pg_constraint WHERE conrelid = "
+                       "'\"50% off\".\"t%s\"'::regclass AND contype = 'c'")
+    assert ("ck_pct%",) in rows

@@ -189,6 +189,7 @@ class SnapshotTracker:
         """
         if self.state is None or not self.logging:
             return self.resync(conn)
+        flushed = flushed and self.row_stats  # before 15 nothing was flushed: count all
         try:
             with _reading(conn):
                 self._refresh(conn, flushed)

@@ -19,8 +19,12 @@ _PREPARER = pg_dialect().identifier_preparer
 
 
 def quote(name: str) -> str:
-    """Quote one identifier if PostgreSQL needs it quoted."""
-    return str(_PREPARER.quote(name))
+    """Quote one identifier if PostgreSQL needs it quoted, as PostgreSQL reads it.
+
+    The dialect's preparer also doubles ``%`` for pyformat drivers; our literal SQL goes
+    out verbatim (``pg.raw``) and text() escapes ``%`` itself, so that is undone here.
+    """
+    return str(_PREPARER.quote(name)).replace("%%", "%")
 
 
 def check_length(name: str, what: str = "name") -> str:

@@ -26,6 +26,7 @@ from sqlalchemy import Connection, text
 
 from . import raw
 from .catalog import CONSTRAINT_KINDS, ConstraintState, not_null_sql
+from .identifiers import quote
 
 __all__ = [
     "ColumnState",
@@ -183,7 +184,7 @@ def count_rows(conn: Connection, tables: Iterable[Key]) -> dict[Key, int]:
     for start in range(0, len(wanted), 500):  # keep each statement of a readable size
         chunk = wanted[start:start + 500]
         sql = " UNION ALL ".join(
-            f"SELECT {i}, count(*) FROM {_verbatim_quote(key[0])}.{_verbatim_quote(key[1])}"
+            f"SELECT {i}, count(*) FROM {quote(key[0])}.{quote(key[1])}"
             for i, key in enumerate(chunk))
         for index, count in raw.execute(conn, sql):
             counts[chunk[index]] = int(count)
@@ -288,11 +289,6 @@ def _indexes(conn: Connection, oids: list[int] | None = None) -> dict[Key, Index
 
 def _enums(conn: Connection) -> dict[Key, tuple[str, ...]]:
     return dict(_enum_entry(r) for r in _read_part(conn, _ENUMS_SQL, None))
-
-
-def _verbatim_quote(name: str) -> str:
-    """``"name"`` for SQL sent verbatim (:mod:`.raw`): the dialect's quoting doubles ``%``."""
-    return '"' + name.replace('"', '""') + '"'
 
 
 def _row_counts(conn: Connection) -> dict[Key, int]:
