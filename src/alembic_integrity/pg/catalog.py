@@ -183,6 +183,25 @@ def missing_table(table: TableName) -> str:
     return f"table {table} does not exist in {where}"
 
 
+@dataclass(frozen=True)
+class Relation:
+    """A table's real schema and name, its primary key constraint's name, and its kind."""
+
+    schema: str
+    name: str
+    pk_name: str | None
+    partitioned: bool
+
+
+def relation(conn: Connection, oid: int) -> Relation:
+    row = conn.execute(text(
+        "SELECT n.nspname, c.relname, (SELECT k.conname FROM pg_constraint k "
+        "  WHERE k.conrelid = c.oid AND k.contype = 'p'), c.relkind = 'p' "
+        "FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = :oid"
+    ), {"oid": oid}).one()
+    return Relation(row[0], row[1], row[2], bool(row[3]))
+
+
 def table_oids(conn: Connection, tables: Sequence[TableName]) -> dict[TableName, int | None]:
     """Resolve many tables in ONE round trip."""
     if not tables:

@@ -195,14 +195,10 @@ def format_key(pk: Any) -> str:
 
 
 def load_table(conn: Connection, oid: int, *, only: bool = False) -> TableInfo:
-    row = conn.execute(text(
-        "SELECT n.nspname, c.relname, (SELECT conname FROM pg_constraint "
-        "  WHERE conrelid = c.oid AND contype = 'p'), c.relkind = 'p' "
-        "FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = :oid"
-    ), {"oid": oid}).one()
-    return TableInfo(oid, row[0], row[1], tuple(catalog.primary_key(conn, oid)), row[2],
-                     tuple(catalog.table_columns(conn, oid)), only=only,
-                     partitioned=bool(row[3]))
+    rel = catalog.relation(conn, oid)
+    return TableInfo(oid, rel.schema, rel.name, tuple(catalog.primary_key(conn, oid)),
+                     rel.pk_name, tuple(catalog.table_columns(conn, oid)), only=only,
+                     partitioned=rel.partitioned)
 
 
 def find_table(conn: Connection, table: TableName) -> TableInfo | None:

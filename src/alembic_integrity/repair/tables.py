@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Connection, text
+from sqlalchemy import Connection
 
 from ..pg import catalog
 from ..pg.identifiers import TableName, quote
@@ -84,16 +84,9 @@ class Tables:
         return self._referrers[table.oid]
 
     def _catalog_referrers(self, table: TableInfo) -> list[Referrer]:
-        rows = self.conn.execute(text(
-            "SELECT oid, conname, conrelid FROM pg_constraint WHERE contype = 'f' "
-            "AND confrelid = :oid AND conparentid = 0 ORDER BY conname"
-        ), {"oid": table.oid}).all()
-        found = []
-        for oid, name, child in rows:
-            state = catalog.foreign_key_state(self.conn, int(oid))
-            found.append(Referrer(name, self.table(int(child)), state.columns,
-                                  state.referent_columns))
-        return found
+        return [Referrer(ref.name, self.table(ref.child_oid), ref.foreign_key.columns,
+                         ref.foreign_key.referent_columns)
+                for ref in catalog.referrers(self.conn, table.oid)]
 
     def _declared_referrers(self, table: TableInfo) -> list[Referrer]:
         found = []
