@@ -58,7 +58,12 @@ def wait_replayed(primary_url: str, standby_url: str, timeout: float = 30.0) -> 
     standby = create_engine(standby_url, poolclass=NullPool)
     try:
         with primary.connect() as conn:
-            target = conn.execute(text("SELECT pg_current_wal_insert_lsn()")).scalar_one()
+            # The end of a record written now: the insert position itself may sit just past a
+            # page or segment header that no record follows yet, which replay never reaches.
+            target = conn.execute(text(
+                "SELECT pg_logical_emit_message(false, 'alembic_integrity', 'replay mark')"
+            )).scalar_one()
+            conn.commit()
         deadline = time.monotonic() + timeout
         with standby.connect() as conn:
             while not conn.execute(text("SELECT pg_last_wal_replay_lsn() >= CAST(:t AS pg_lsn)"),
