@@ -41,7 +41,6 @@ from ..errors import (
     CatalogError,
     ConfigurationError,
     IntegrityError,
-    LockRetriesExhausted,
     first_line,
     sqlstate,
 )
@@ -469,14 +468,7 @@ def run_short(conn: Connection, sql: str | list[str], settings: Settings,
         rows, _ = with_lock_retries(once, settings, doing, conn=conn, needs=locks, hint=(
             "this batch changed nothing; run again when the blocking session is done (the "
             "repair resumes where it stopped)"))
-    except DBAPIError as err:
-        if is_lock_error(err):
-            raise LockRetriesExhausted(
-                f"{doing}: rows stayed locked by other sessions beyond lock_timeout="
-                f"{settings.lock_timeout_ms}ms after {settings.retries + 1} attempts; this "
-                "batch changed nothing. Run again when the blocking session is done (the "
-                "repair resumes where it stopped)"
-            ) from err
+    except DBAPIError as err:  # lock waits never get here: with_lock_retries raises for them
         raise translate(err, doing) from err
     return rows
 
